@@ -1,0 +1,53 @@
+# delq: PGXS build, install and tests.
+#
+#   make && make install      build and install (install needs root)
+#   make test                 install what is missing, build, run every suite
+#   make demo                 a throwaway cluster with requests flowing
+#
+# The extension script is assembled from src/sql/*.sql (one file per concern),
+# in file-name order.
+
+MODULE_big = delq
+OBJS = \
+	src/delq.o \
+	src/settings.o \
+	src/wake.o \
+	src/signing.o \
+	src/http.o \
+	src/store.o \
+	src/worker.o \
+	src/dispatch.o
+
+PG_CPPFLAGS = -I$(srcdir)/src
+SHLIB_LINK = -lcurl
+EXTENSION = delq
+DATA_built = delq--1.0.sql
+
+SQL_PARTS = $(sort $(wildcard $(srcdir)/src/sql/*.sql))
+
+REGRESS = $(sort $(basename $(notdir $(wildcard $(srcdir)/sql/*.sql))))
+REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=$(srcdir)/test/regress.conf
+
+ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))
+ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation --outputdir=./output_iso \
+	--temp-instance=./tmp_check_iso --temp-config=$(srcdir)/test/regress.conf
+
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+PROVE_FLAGS = -I test/perl
+
+EXTRA_CLEAN = tmp_check_regress tmp_check_iso output_iso results regression.diffs regression.out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+delq--1.0.sql: $(SQL_PARTS)
+	cat $^ > $@
+
+.PHONY: test demo
+test:
+	test/run-all
+
+demo:
+	test/demo

@@ -1,0 +1,2 @@
+/* dispatch.c: to be written */
+#include "postgres.h"

@@ -1,0 +1,2 @@
+/* http.c: to be written */
+#include "postgres.h"

@@ -1,0 +1,146 @@
+/*-------------------------------------------------------------------------
+ *
+ * settings.c
+ *	  Definitions of the delq.* configuration parameters.
+ *
+ * Durations are integer GUCs with units, so postgresql.conf accepts
+ * '30d', '5s', '250ms'; SQL code reads them with current_setting() and a
+ * cast to interval.  Every parameter is documented in
+ * docs/configuration.md.
+ *
+ * src/settings.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/guc.h"
+
+#include "settings.h"
+
+char	   *delq_database = NULL;
+char	   *delq_worker_role = NULL;
+int			delq_default_deadline_s = 30 * 24 * 3600;
+int			delq_hold_period_s = 0;
+bool		delq_require_approval = false;
+int			delq_retry_base_ms = 5000;
+int			delq_retry_max_s = 24 * 3600;
+int			delq_max_attempts = 25;
+int			delq_batch_size = 500;
+int			delq_max_in_flight = 256;
+int			delq_idle_timeout_ms = 10000;
+char	   *delq_ca_file = NULL;
+
+void
+delq_define_settings(void)
+{
+	DefineCustomStringVariable("delq.database",
+							   "Database in which the delq worker runs.",
+							   NULL,
+							   &delq_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("delq.worker_role",
+							   "Role the delq worker connects as (default: the bootstrap superuser).",
+							   NULL,
+							   &delq_worker_role,
+							   "",
+							   PGC_POSTMASTER,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("delq.default_deadline",
+							"Time a request has to be completed when submit() is given no due_at.",
+							NULL,
+							&delq_default_deadline_s,
+							30 * 24 * 3600, 60, 365 * 24 * 3600,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("delq.hold_period",
+							"Time a new request stays held (rejectable) before it is forwarded.",
+							NULL,
+							&delq_hold_period_s,
+							0, 0, 90 * 24 * 3600,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("delq.require_approval",
+							 "Keep new requests held until an operator calls delq.approve().",
+							 NULL,
+							 &delq_require_approval,
+							 false,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("delq.retry_base",
+							"First retry delay; doubles with each attempt up to delq.retry_max.",
+							NULL,
+							&delq_retry_base_ms,
+							5000, 1, 24 * 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("delq.retry_max",
+							"Longest delay between two attempts of one delivery.",
+							NULL,
+							&delq_retry_max_s,
+							24 * 3600, 1, 30 * 24 * 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("delq.max_attempts",
+							"Attempts after which a delivery fails, for destinations without their own.",
+							NULL,
+							&delq_max_attempts,
+							25, 1, 1000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("delq.batch_size",
+							"Deliveries the worker claims, and outcomes it records, per transaction.",
+							NULL,
+							&delq_batch_size,
+							500, 1, 100000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("delq.max_in_flight",
+							"HTTP requests the worker keeps open at once, over all destinations.",
+							NULL,
+							&delq_max_in_flight,
+							256, 1, 100000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("delq.idle_timeout",
+							"Longest the idle worker sleeps before looking for due retries and held requests.",
+							NULL,
+							&delq_idle_timeout_ms,
+							10000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("delq.ca_file",
+							   "CA bundle used to verify destinations' TLS certificates (empty: the system's).",
+							   NULL,
+							   &delq_ca_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("delq");
+}

@@ -1,0 +1,28 @@
+/*-------------------------------------------------------------------------
+ *
+ * settings.h
+ *	  The delq.* configuration parameters.
+ *
+ * src/settings.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DELQ_SETTINGS_H
+#define DELQ_SETTINGS_H
+
+extern char *delq_database;
+extern char *delq_worker_role;
+extern int	delq_default_deadline_s;
+extern int	delq_hold_period_s;
+extern bool delq_require_approval;
+extern int	delq_retry_base_ms;
+extern int	delq_retry_max_s;
+extern int	delq_max_attempts;
+extern int	delq_batch_size;
+extern int	delq_max_in_flight;
+extern int	delq_idle_timeout_ms;
+extern char *delq_ca_file;
+
+extern void delq_define_settings(void);
+
+#endif							/* DELQ_SETTINGS_H */

@@ -1,0 +1,2 @@
+/* signing.c: to be written */
+#include "postgres.h"

@@ -1,0 +1,127 @@
+-- Tables.  Nobody writes them directly: every change goes through the
+-- SECURITY DEFINER functions, which validate it and log an event.
+
+-- Live requests.
+CREATE TABLE delq.pending (
+    id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    source text NOT NULL,
+    external_id text,
+    subject text NOT NULL,
+    reason text,
+    attributes jsonb NOT NULL DEFAULT '{}',
+    status text NOT NULL
+        CHECK (status IN ('held', 'forwarding', 'completed', 'rejected', 'failed')),
+    submitted_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    due_at timestamptz NOT NULL,
+    -- held until this time; NULL while held means "awaiting approval"
+    hold_until timestamptz,
+    rejected boolean NOT NULL DEFAULT false,
+    rejection_reason text,
+    rejected_at timestamptz,
+    completed_at timestamptz,
+    -- why the request is failed (no route, a delivery failed permanently)
+    failure_reason text
+);
+
+CREATE INDEX pending_status_idx ON delq.pending (status);
+CREATE INDEX pending_held_idx ON delq.pending (hold_until) WHERE status = 'held';
+CREATE INDEX pending_due_idx ON delq.pending (due_at)
+    WHERE status IN ('held', 'forwarding', 'failed');
+
+-- Archived requests: self-contained proof of what was done and when.
+CREATE TABLE delq.finished (
+    id uuid PRIMARY KEY,
+    source text NOT NULL,
+    external_id text,
+    subject text NOT NULL,
+    reason text,
+    attributes jsonb NOT NULL,
+    status text NOT NULL CHECK (status IN ('completed', 'rejected')),
+    submitted_at timestamptz NOT NULL,
+    due_at timestamptz NOT NULL,
+    hold_until timestamptz,
+    rejected boolean NOT NULL,
+    rejection_reason text,
+    rejected_at timestamptz,
+    completed_at timestamptz,
+    failure_reason text,
+    finished_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- one object per destination: state, attempts, last_status,
+    -- first_attempt_at, last_attempt_at, confirmed_at, webhook_id
+    deliveries jsonb NOT NULL DEFAULT '[]'
+);
+
+CREATE INDEX finished_finished_at_idx ON delq.finished (finished_at);
+
+-- (source, external_id) of every request ever submitted, pending or
+-- finished: the one place idempotency is decided, so that a concurrent
+-- archive() cannot open a window for a duplicate.
+CREATE TABLE delq.request_key (
+    source text NOT NULL,
+    external_id text NOT NULL,
+    request_id uuid NOT NULL UNIQUE,
+    PRIMARY KEY (source, external_id)
+);
+
+-- Systems that receive requests.
+CREATE TABLE delq.destination (
+    name text PRIMARY KEY,
+    url text NOT NULL,
+    headers jsonb NOT NULL DEFAULT '{}',
+    secret text,
+    timeout_ms integer NOT NULL DEFAULT 30000,
+    connect_timeout_ms integer NOT NULL DEFAULT 10000,
+    max_attempts integer,
+    concurrency integer NOT NULL DEFAULT 16,
+    confirm text NOT NULL DEFAULT 'response' CHECK (confirm IN ('response', 'callback')),
+    retry_base_ms integer,
+    retry_max_ms integer,
+    ca_file text,
+    client_cert text,
+    client_key text,
+    enabled boolean NOT NULL DEFAULT true,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+-- Which requests go where: a request matches when its routing document
+-- (attributes plus "source" and "reason") contains match.
+CREATE TABLE delq.route (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    destination text NOT NULL REFERENCES delq.destination (name) ON DELETE CASCADE,
+    match jsonb NOT NULL DEFAULT '{}' CHECK (pg_catalog.jsonb_typeof(match) = 'object'),
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+CREATE INDEX route_destination_idx ON delq.route (destination);
+
+-- One row per (request, destination).  No foreign key to destination:
+-- a dropped destination's history stays readable.
+CREATE TABLE delq.delivery (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    request_id uuid NOT NULL REFERENCES delq.pending (id) ON DELETE CASCADE,
+    destination text NOT NULL,
+    state text NOT NULL DEFAULT 'queued'
+        CHECK (state IN ('queued', 'sending', 'awaiting_confirmation',
+                         'confirmed', 'failed', 'cancelled')),
+    -- copied from the request so that the claim can order by deadline
+    due_at timestamptz NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    -- attempts at the last delq.retry(): max_attempts counts from here
+    attempts_base integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    first_attempt_at timestamptz,
+    last_attempt_at timestamptz,
+    lease_until timestamptz,
+    last_status integer,
+    last_error text,
+    confirmed_at timestamptz,
+    webhook_id text NOT NULL UNIQUE,
+    UNIQUE (request_id, destination)
+);
+
+CREATE INDEX delivery_claim_idx ON delq.delivery (due_at, next_attempt_at)
+    WHERE state = 'queued';
+CREATE INDEX delivery_sending_idx ON delq.delivery (lease_until)
+    WHERE state = 'sending';
+CREATE INDEX delivery_destination_idx ON delq.delivery (destination, state);

@@ -1,0 +1,52 @@
+-- The audit trail: one row per state change, append-only.  It never holds
+-- the subject (personal data).  prev_hash and hash are reserved for the
+-- tamper-evident ledger.
+
+CREATE TABLE delq.event (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    actor text NOT NULL DEFAULT session_user,
+    request_id uuid,
+    destination text,
+    kind text NOT NULL,
+    detail jsonb NOT NULL DEFAULT '{}',
+    prev_hash bytea,
+    hash bytea
+);
+
+CREATE INDEX event_request_idx ON delq.event (request_id, id);
+CREATE INDEX event_at_idx ON delq.event (at);
+
+CREATE FUNCTION delq._event_is_append_only()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'delq.event is append-only: % is not allowed', TG_OP
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = 'The audit trail is evidence of what was done; no role may change it.',
+              HINT = 'Add a new event instead.';
+END
+$$;
+
+CREATE TRIGGER event_no_update_delete
+    BEFORE UPDATE OR DELETE ON delq.event
+    FOR EACH ROW EXECUTE FUNCTION delq._event_is_append_only();
+
+CREATE TRIGGER event_no_truncate
+    BEFORE TRUNCATE ON delq.event
+    FOR EACH STATEMENT EXECUTE FUNCTION delq._event_is_append_only();
+
+-- Record one event.  actor defaults to session_user, which inside a
+-- SECURITY DEFINER function is still the role that logged in.
+CREATE FUNCTION delq._log(kind text, request_id uuid, destination text DEFAULT NULL,
+                          detail jsonb DEFAULT '{}', actor text DEFAULT NULL)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO delq.event (kind, request_id, destination, detail, actor)
+    VALUES (kind, request_id, destination, coalesce(detail, '{}'),
+            coalesce(actor, session_user));
+$$;

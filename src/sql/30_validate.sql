@@ -1,0 +1,250 @@
+-- Argument checks shared by the API functions.  Each raises the SQLSTATE
+-- of DESIGN.md with a message that names the argument and a hint that
+-- says what is allowed.  Limits are documented in docs/sql-api.md.
+
+CREATE FUNCTION delq._not_null(arg text, val anyelement)
+RETURNS anyelement
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF val IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', arg
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = format('Pass a value for %s.', arg);
+    END IF;
+    RETURN val;
+END
+$$;
+
+CREATE FUNCTION delq._invalid(arg text, problem text, hint text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION '% %', arg, problem
+        USING ERRCODE = 'invalid_parameter_value', HINT = hint;
+END
+$$;
+
+-- Free text: required or not, at most max_chars characters, no control
+-- characters (newline and tab allowed when multiline).
+CREATE FUNCTION delq._check_text(arg text, val text, max_chars integer,
+                                 required boolean, multiline boolean DEFAULT false)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF val IS NULL THEN
+        IF required THEN
+            PERFORM delq._not_null(arg, val);
+        END IF;
+        RETURN NULL;
+    END IF;
+    IF btrim(val, E' \t\r\n') = '' THEN
+        PERFORM delq._invalid(arg, 'must not be empty or blank',
+                              format('Pass a non-blank %s, or NULL where allowed.', arg));
+    END IF;
+    IF length(val) > max_chars THEN
+        PERFORM delq._invalid(arg, format('is too long (%s characters)', length(val)),
+                              format('%s may have at most %s characters.', arg, max_chars));
+    END IF;
+    IF (multiline AND val ~ '[\x01-\x08\x0b-\x1f\x7f]')
+       OR (NOT multiline AND val ~ '[[:cntrl:]]') THEN
+        PERFORM delq._invalid(arg, 'contains control characters',
+                              CASE WHEN multiline
+                                   THEN format('%s may contain newlines and tabs but no other control characters.', arg)
+                                   ELSE format('%s must be printable text without control characters.', arg) END);
+    END IF;
+    RETURN val;
+END
+$$;
+
+-- Source system names: lower-case words such as "shop", "crm.eu", "app-2".
+CREATE FUNCTION delq._check_source(val text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM delq._not_null('source', val);
+    IF val !~ '^[a-z][a-z0-9_.-]{0,62}$' THEN
+        PERFORM delq._invalid('source', format('%s is not a valid source name', quote_literal(val)),
+                              'A source is 1 to 63 characters: a lower-case letter, then lower-case letters, digits, "_", "." or "-".');
+    END IF;
+    RETURN val;
+END
+$$;
+
+-- Destination names are plain SQL-style identifiers.
+CREATE FUNCTION delq._check_name(arg text, val text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM delq._not_null(arg, val);
+    IF val !~ '^[a-z_][a-z0-9_]{0,62}$' THEN
+        PERFORM delq._invalid(arg, format('%s is not a plain identifier', quote_literal(val)),
+                              'Use 1 to 63 lower-case letters, digits and "_", starting with a letter or "_".');
+    END IF;
+    RETURN val;
+END
+$$;
+
+-- A JSON object of at most max_bytes bytes (as text).
+CREATE FUNCTION delq._check_object(arg text, val jsonb, max_bytes integer)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM delq._not_null(arg, val);
+    IF jsonb_typeof(val) <> 'object' THEN
+        PERFORM delq._invalid(arg, format('must be a JSON object, not %s', jsonb_typeof(val)),
+                              format('Pass an object such as ''{"key": "value"}'' (''{}'' for none).'));
+    END IF;
+    IF octet_length(val::text) > max_bytes THEN
+        PERFORM delq._invalid(arg, format('is too large (%s bytes)', octet_length(val::text)),
+                              format('%s may have at most %s bytes as JSON text.', arg, max_bytes));
+    END IF;
+    RETURN val;
+END
+$$;
+
+CREATE FUNCTION delq._check_attributes(val jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM delq._check_object('attributes', val, 16384);
+    IF val ?| ARRAY['source', 'reason'] THEN
+        PERFORM delq._invalid('attributes', 'must not contain the keys "source" or "reason"',
+                              'Routing adds "source" and "reason" from the arguments of the same name; rename the attribute.');
+    END IF;
+    RETURN val;
+END
+$$;
+
+-- http or https URL with a host, no user information, no spaces.
+CREATE FUNCTION delq._check_url(val text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM delq._not_null('url', val);
+    IF length(val) > 2048
+       OR val !~* '^https?://(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)(:[0-9]{1,5})?([/?][^[:space:][:cntrl:]#]*)?$' THEN
+        PERFORM delq._invalid('url', format('%s is not an http or https URL with a host', quote_literal(left(val, 100))),
+                              'Use http://host[:port]/path or https://host[:port]/path, at most 2048 characters, without credentials or fragment; put credentials in headers.');
+    END IF;
+    IF coalesce(substring(val from '^https?://(?:\[[^]]*\]|[^:/?]*):([0-9]+)')::integer, 1) NOT BETWEEN 1 AND 65535 THEN
+        PERFORM delq._invalid('url', 'has a port outside 1..65535', 'Use a TCP port between 1 and 65535.');
+    END IF;
+    RETURN val;
+END
+$$;
+
+-- Extra HTTP headers: an object of "Name": "value" strings.  The headers
+-- delq sets itself cannot be overridden.
+CREATE FUNCTION delq._check_headers(val jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text;
+    v jsonb;
+BEGIN
+    PERFORM delq._check_object('headers', val, 16384);
+    FOR k, v IN SELECT * FROM jsonb_each(val) LOOP
+        IF k !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]{1,100}$' THEN
+            PERFORM delq._invalid('headers', format('has an invalid header name %s', quote_literal(left(k, 100))),
+                                  'Header names are 1 to 100 token characters (letters, digits, "-", ...).');
+        END IF;
+        IF lower(k) IN ('content-type', 'content-length', 'host', 'user-agent', 'idempotency-key',
+                        'webhook-id', 'webhook-timestamp', 'webhook-signature', 'transfer-encoding',
+                        'connection', 'expect') THEN
+            PERFORM delq._invalid('headers', format('may not set %s', k),
+                                  'delq sets Content-Type, User-Agent, Idempotency-Key and the webhook-* headers itself.');
+        END IF;
+        IF jsonb_typeof(v) <> 'string' OR length(v #>> '{}') > 4096 OR (v #>> '{}') ~ '[[:cntrl:]]' THEN
+            PERFORM delq._invalid('headers', format('has an invalid value for %s', k),
+                                  'Header values are strings of at most 4096 characters without control characters.');
+        END IF;
+    END LOOP;
+    RETURN val;
+END
+$$;
+
+-- Signing secrets as Standard Webhooks writes them: whsec_<base64 of 24..64 bytes>.
+CREATE FUNCTION delq._check_secret(val text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    keylen integer;
+BEGIN
+    IF val IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF val ~ '^whsec_[A-Za-z0-9+/]+={0,2}$' AND length(val) % 4 = 2 THEN
+        keylen := length(decode(substr(val, 7), 'base64'));
+    END IF;
+    IF keylen IS NULL OR keylen NOT BETWEEN 24 AND 64 THEN
+        PERFORM delq._invalid('secret', 'is not a valid signing secret',
+                              'Use "whsec_" followed by the base64 of 24 to 64 random bytes, e.g. ''whsec_'' || encode(gen_random_bytes(32), ''base64'') with pgcrypto.');
+    END IF;
+    RETURN val;
+END
+$$;
+
+-- An interval between lo and hi, returned in milliseconds.
+CREATE FUNCTION delq._check_duration(arg text, val interval, lo interval, hi interval)
+RETURNS integer
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM delq._not_null(arg, val);
+    IF val < lo OR val > hi THEN
+        PERFORM delq._invalid(arg, format('is out of range (%s)', val),
+                              format('%s must be between %s and %s.', arg, lo, hi));
+    END IF;
+    RETURN (extract(epoch FROM val) * 1000)::integer;
+END
+$$;
+
+CREATE FUNCTION delq._check_range(arg text, val integer, lo integer, hi integer)
+RETURNS integer
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF val IS NOT NULL AND val NOT BETWEEN lo AND hi THEN
+        PERFORM delq._invalid(arg, format('is out of range (%s)', val),
+                              format('%s must be between %s and %s.', arg, lo, hi));
+    END IF;
+    RETURN val;
+END
+$$;
+
+-- A file path for TLS material: absolute, no control characters.
+CREATE FUNCTION delq._check_path(arg text, val text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF val IS NOT NULL AND (val !~ '^/' OR val ~ '[[:cntrl:]]' OR length(val) > 1024) THEN
+        PERFORM delq._invalid(arg, 'must be an absolute file path',
+                              format('Pass the absolute path of a PEM file readable by the server, or NULL.'));
+    END IF;
+    RETURN val;
+END
+$$;

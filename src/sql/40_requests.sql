@@ -1,0 +1,273 @@
+-- The request API: submit, approve, reject, retry, confirm, archive.
+
+CREATE FUNCTION delq.submit(subject text, source text, reason text DEFAULT NULL,
+                            attributes jsonb DEFAULT '{}', external_id text DEFAULT NULL,
+                            due_at timestamptz DEFAULT NULL)
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_id uuid := gen_random_uuid();
+    existing uuid;
+    hold interval;
+    held boolean;
+BEGIN
+    PERFORM delq._check_text('subject', subject, 1000, true);
+    PERFORM delq._check_source(source);
+    PERFORM delq._check_text('reason', reason, 1000, false, true);
+    PERFORM delq._check_attributes(attributes);
+    PERFORM delq._check_text('external_id', external_id, 255, false);
+    IF due_at IS NOT NULL AND due_at <= now() THEN
+        PERFORM delq._invalid('due_at', format('is in the past (%s)', due_at),
+                              'Pass a future time, or NULL for now() + delq.default_deadline.');
+    END IF;
+
+    -- Idempotency: the first (source, external_id) wins, pending or finished;
+    -- a concurrent duplicate waits here for the first one's transaction.
+    IF external_id IS NOT NULL THEN
+        INSERT INTO delq.request_key AS k (source, external_id, request_id)
+        VALUES (submit.source, submit.external_id, new_id)
+        ON CONFLICT DO NOTHING;
+        IF NOT FOUND THEN
+            SELECT k.request_id INTO existing FROM delq.request_key k
+             WHERE k.source = submit.source AND k.external_id = submit.external_id;
+            RETURN existing;
+        END IF;
+    END IF;
+
+    hold := delq._setting_interval('delq.hold_period');
+    held := current_setting('delq.require_approval')::boolean OR hold > interval '0';
+
+    INSERT INTO delq.pending (id, source, external_id, subject, reason, attributes,
+                              status, due_at, hold_until)
+    VALUES (new_id, submit.source, submit.external_id, submit.subject, submit.reason,
+            submit.attributes,
+            CASE WHEN held THEN 'held' ELSE 'forwarding' END,
+            coalesce(submit.due_at, now() + delq._setting_interval('delq.default_deadline')),
+            CASE WHEN held AND NOT current_setting('delq.require_approval')::boolean
+                 THEN now() + hold END);
+
+    PERFORM delq._log('submitted', new_id, NULL,
+                      jsonb_build_object('source', submit.source,
+                                         'status', CASE WHEN held THEN 'held' ELSE 'forwarding' END));
+    IF NOT held THEN
+        PERFORM delq._plan(new_id);
+        PERFORM delq._wake_on_commit();
+    END IF;
+    RETURN new_id;
+END
+$$;
+
+CREATE FUNCTION delq.approve(id uuid)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r delq.pending := delq._request(id, true);
+BEGIN
+    IF r.status <> 'held' THEN
+        PERFORM delq._wrong_state(r.id, r.status, 'Only held requests can be approved.');
+    END IF;
+    PERFORM delq._log('approved', r.id);
+    PERFORM delq._plan(r.id);
+    PERFORM delq._wake_on_commit();
+END
+$$;
+
+CREATE FUNCTION delq.reject(id uuid, reason text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r delq.pending;
+    sent text;
+BEGIN
+    PERFORM delq._check_text('reason', reason, 1000, true, true);
+    r := delq._request(id, true);
+    IF r.status IN ('completed', 'rejected') THEN
+        PERFORM delq._wrong_state(r.id, r.status, 'Only requests that are held, forwarding or failed, and not yet sent anywhere, can be rejected.');
+    END IF;
+
+    -- The worker commits its claim (attempts + 1) before sending, so once
+    -- these rows are locked, attempts tells whether anything left.
+    SELECT string_agg(dl.destination, ', ' ORDER BY dl.destination) INTO sent
+      FROM (SELECT * FROM delq.delivery d WHERE d.request_id = r.id FOR UPDATE) dl
+     WHERE dl.attempts > 0 OR dl.state IN ('sending', 'awaiting_confirmation', 'confirmed');
+    IF sent IS NOT NULL THEN
+        RAISE EXCEPTION 'request % has already been sent to %', r.id, sent
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'A request that a destination may have received cannot be rejected.',
+                  HINT = 'Ask the destination to disregard it, or let it complete.';
+    END IF;
+
+    WITH cancelled AS (
+        UPDATE delq.delivery d SET state = 'cancelled', next_attempt_at = now()
+         WHERE d.request_id = r.id AND d.state IN ('queued', 'failed')
+        RETURNING d.destination
+    )
+    INSERT INTO delq.event (kind, request_id, destination, detail)
+    SELECT 'cancelled', r.id, c.destination, '{"because": "rejected"}' FROM cancelled c;
+
+    UPDATE delq.pending p
+       SET status = 'rejected', rejected = true, rejection_reason = reject.reason,
+           rejected_at = now()
+     WHERE p.id = r.id;
+    PERFORM delq._log('rejected', r.id, NULL, jsonb_build_object('reason', reject.reason));
+END
+$$;
+
+CREATE FUNCTION delq.retry(id uuid, destination text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r delq.pending := delq._request(id, true);
+    n integer;
+BEGIN
+    IF r.status <> 'failed' THEN
+        PERFORM delq._wrong_state(r.id, r.status, 'Only failed requests can be retried.');
+    END IF;
+    IF destination IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM delq.delivery d WHERE d.request_id = r.id AND d.destination = retry.destination) THEN
+        RAISE EXCEPTION 'request % has no delivery to destination %', r.id, destination
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See delq.delivery for the destinations of this request, or pass NULL for all.';
+    END IF;
+
+    -- No delivery at all: no route matched; plan again with today's routes.
+    IF NOT EXISTS (SELECT 1 FROM delq.delivery d WHERE d.request_id = r.id) THEN
+        PERFORM delq._log('retried', r.id, NULL, '{"replanned": true}');
+        n := delq._plan(r.id);
+        PERFORM delq._wake_on_commit();
+        RETURN n;
+    END IF;
+
+    WITH requeued AS (
+        UPDATE delq.delivery d
+           SET state = 'queued', next_attempt_at = now(), attempts_base = d.attempts,
+               lease_until = NULL
+         WHERE d.request_id = r.id AND d.state = 'failed'
+           AND (retry.destination IS NULL OR d.destination = retry.destination)
+        RETURNING d.destination, d.attempts
+    )
+    INSERT INTO delq.event (kind, request_id, destination, detail)
+    SELECT 'retried', r.id, q.destination, jsonb_build_object('attempts_so_far', q.attempts)
+      FROM requeued q;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n = 0 THEN
+        RAISE EXCEPTION 'request % has no failed delivery%', r.id,
+                        coalesce(' to ' || destination, '')
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Only failed deliveries can be retried; see delq.needs_attention.';
+    END IF;
+    PERFORM delq._refresh_status(ARRAY[r.id]);
+    PERFORM delq._wake_on_commit();
+    RETURN n;
+END
+$$;
+
+-- Confirmation of a delivery: the callback of a destination in 'callback'
+-- mode, or an operator recording that a system erased the data by other
+-- means.  Confirming twice is harmless and returns false.
+CREATE FUNCTION delq.confirm(id uuid, destination text)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r delq.pending;
+    d delq.delivery;
+BEGIN
+    PERFORM delq._not_null('destination', destination);
+    r := delq._request(id, true);
+    SELECT * INTO d FROM delq.delivery dl
+     WHERE dl.request_id = r.id AND dl.destination = confirm.destination FOR UPDATE;
+    IF d.id IS NULL THEN
+        RAISE EXCEPTION 'request % has no delivery to destination %', r.id, destination
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See delq.delivery for the destinations of this request.';
+    END IF;
+    IF d.state = 'confirmed' THEN
+        RETURN false;
+    END IF;
+    IF d.state = 'cancelled' THEN
+        RAISE EXCEPTION 'delivery of request % to % is cancelled', r.id, destination
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Cancelled deliveries (of rejected requests) cannot be confirmed.';
+    END IF;
+
+    UPDATE delq.delivery dl
+       SET state = 'confirmed', confirmed_at = now(), lease_until = NULL
+     WHERE dl.id = d.id;
+    PERFORM delq._log('confirmed', r.id, d.destination,
+                      jsonb_build_object('via', 'delq.confirm', 'previous_state', d.state));
+    PERFORM delq._refresh_status(ARRAY[r.id]);
+    RETURN true;
+END
+$$;
+
+-- Move completed and rejected requests, with a summary of their
+-- deliveries, to delq.finished.
+CREATE FUNCTION delq.archive(older_than interval DEFAULT '0')
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    moved bigint;
+BEGIN
+    PERFORM delq._not_null('older_than', older_than);
+    IF older_than < interval '0' THEN
+        PERFORM delq._invalid('older_than', 'must not be negative',
+                              'Pass how long a request must have been finished, e.g. ''30 days'', or ''0'' for all.');
+    END IF;
+
+    WITH victims AS (
+        SELECT p.id FROM delq.pending p
+         WHERE p.status IN ('completed', 'rejected')
+           AND coalesce(p.completed_at, p.rejected_at) <= now() - older_than
+         FOR UPDATE
+    ), summary AS (
+        SELECT dl.request_id,
+               jsonb_agg(jsonb_build_object(
+                   'destination', dl.destination, 'state', dl.state,
+                   'attempts', dl.attempts, 'last_status', dl.last_status,
+                   'last_error', dl.last_error,
+                   'first_attempt_at', dl.first_attempt_at,
+                   'last_attempt_at', dl.last_attempt_at,
+                   'confirmed_at', dl.confirmed_at, 'webhook_id', dl.webhook_id)
+                   ORDER BY dl.destination) AS deliveries
+          FROM delq.delivery dl
+         WHERE dl.request_id IN (SELECT v.id FROM victims v)
+         GROUP BY dl.request_id
+    ), gone AS (
+        DELETE FROM delq.pending p USING victims v WHERE p.id = v.id
+        RETURNING p.*
+    ), kept AS (
+        INSERT INTO delq.finished
+            (id, source, external_id, subject, reason, attributes, status, submitted_at,
+             due_at, hold_until, rejected, rejection_reason, rejected_at, completed_at,
+             failure_reason, deliveries)
+        SELECT g.id, g.source, g.external_id, g.subject, g.reason, g.attributes, g.status,
+               g.submitted_at, g.due_at, g.hold_until, g.rejected, g.rejection_reason,
+               g.rejected_at, g.completed_at, g.failure_reason,
+               coalesce(s.deliveries, '[]')
+          FROM gone g LEFT JOIN summary s ON s.request_id = g.id
+        RETURNING finished.id, finished.status
+    )
+    INSERT INTO delq.event (kind, request_id, detail)
+    SELECT 'archived', k.id, jsonb_build_object('status', k.status) FROM kept k;
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    RETURN moved;
+END
+$$;

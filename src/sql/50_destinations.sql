@@ -1,0 +1,283 @@
+-- Destinations (the systems that hold personal data) and routes (which
+-- requests go to which destination).  Only delq_admin manages them.
+
+CREATE FUNCTION delq._destination(name text, lock boolean)
+RETURNS delq.destination
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d delq.destination;
+BEGIN
+    PERFORM delq._not_null('destination', name);
+    IF lock THEN
+        SELECT * INTO d FROM delq.destination t WHERE t.name = _destination.name FOR UPDATE;
+    ELSE
+        SELECT * INTO d FROM delq.destination t WHERE t.name = _destination.name;
+    END IF;
+    IF d.name IS NULL THEN
+        RAISE EXCEPTION 'destination % does not exist', quote_literal(name)
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See delq.destinations for the names; add one with delq.add_destination().';
+    END IF;
+    RETURN d;
+END
+$$;
+
+-- Bounds shared by add_destination and alter_destination.
+CREATE FUNCTION delq._check_destination(d delq.destination)
+RETURNS delq.destination
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM delq._check_url(d.url);
+    PERFORM delq._check_headers(d.headers);
+    PERFORM delq._check_secret(d.secret);
+    PERFORM delq._check_range('max_attempts', d.max_attempts, 1, 1000);
+    PERFORM delq._check_range('concurrency', delq._not_null('concurrency', d.concurrency), 1, 10000);
+    PERFORM delq._not_null('confirm', d.confirm);
+    IF d.confirm NOT IN ('response', 'callback') THEN
+        PERFORM delq._invalid('confirm', format('%s is not a confirm mode', quote_literal(d.confirm)),
+                              'Use ''response'' (a 2xx answer confirms) or ''callback'' (2xx accepts; delq.confirm() confirms).');
+    END IF;
+    IF d.retry_base_ms IS NOT NULL AND d.retry_max_ms IS NOT NULL AND d.retry_base_ms > d.retry_max_ms THEN
+        PERFORM delq._invalid('retry_base', 'is longer than retry_max', 'retry_base must not exceed retry_max.');
+    END IF;
+    PERFORM delq._check_path('ca_file', d.ca_file);
+    PERFORM delq._check_path('client_cert', d.client_cert);
+    PERFORM delq._check_path('client_key', d.client_key);
+    IF (d.client_cert IS NULL) <> (d.client_key IS NULL) THEN
+        PERFORM delq._invalid('client_cert', 'and client_key must be given together',
+                              'Pass both the client certificate and its key, or neither.');
+    END IF;
+    PERFORM delq._not_null('enabled', d.enabled);
+    RETURN d;
+END
+$$;
+
+CREATE FUNCTION delq.add_destination(name text, url text,
+                                     headers jsonb DEFAULT '{}',
+                                     secret text DEFAULT NULL,
+                                     timeout interval DEFAULT '30 seconds',
+                                     connect_timeout interval DEFAULT '10 seconds',
+                                     max_attempts integer DEFAULT NULL,
+                                     concurrency integer DEFAULT 16,
+                                     confirm text DEFAULT 'response',
+                                     retry_base interval DEFAULT NULL,
+                                     retry_max interval DEFAULT NULL,
+                                     enabled boolean DEFAULT true,
+                                     ca_file text DEFAULT NULL,
+                                     client_cert text DEFAULT NULL,
+                                     client_key text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d delq.destination;
+BEGIN
+    d.name := delq._check_name('name', name);
+    d.url := url;
+    d.headers := headers;
+    d.secret := secret;
+    d.timeout_ms := delq._check_duration('timeout', timeout, '100 milliseconds', '10 minutes');
+    d.connect_timeout_ms := delq._check_duration('connect_timeout', connect_timeout,
+                                                 '100 milliseconds', '5 minutes');
+    d.max_attempts := max_attempts;
+    d.concurrency := concurrency;
+    d.confirm := confirm;
+    IF retry_base IS NOT NULL THEN
+        d.retry_base_ms := delq._check_duration('retry_base', retry_base, '1 millisecond', '1 day');
+    END IF;
+    IF retry_max IS NOT NULL THEN
+        d.retry_max_ms := delq._check_duration('retry_max', retry_max, '1 second', '30 days');
+    END IF;
+    d.enabled := enabled;
+    d.ca_file := ca_file;
+    d.client_cert := client_cert;
+    d.client_key := client_key;
+    d.created_at := now();
+    d.updated_at := now();
+    d := delq._check_destination(d);
+
+    IF EXISTS (SELECT 1 FROM delq.destination t WHERE t.name = d.name) THEN
+        RAISE EXCEPTION 'destination % already exists', quote_literal(d.name)
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'Change it with delq.alter_destination(), or choose another name.';
+    END IF;
+    INSERT INTO delq.destination SELECT d.*;
+    PERFORM delq._log('destination_added', NULL, d.name,
+                      jsonb_build_object('url', d.url, 'confirm', d.confirm, 'enabled', d.enabled,
+                                         'signed', d.secret IS NOT NULL));
+EXCEPTION
+    WHEN unique_violation THEN
+        -- a concurrent add of the same name won
+        RAISE EXCEPTION 'destination % already exists', quote_literal(add_destination.name)
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'Change it with delq.alter_destination(), or choose another name.';
+END
+$$;
+
+-- Change a destination: NULL leaves a setting as it is.  secret => ''
+-- removes the signing secret; headers => '{}' removes the extra headers;
+-- ca_file, client_cert, client_key => '' return to the defaults.
+CREATE FUNCTION delq.alter_destination(name text,
+                                       url text DEFAULT NULL,
+                                       headers jsonb DEFAULT NULL,
+                                       secret text DEFAULT NULL,
+                                       timeout interval DEFAULT NULL,
+                                       connect_timeout interval DEFAULT NULL,
+                                       max_attempts integer DEFAULT NULL,
+                                       concurrency integer DEFAULT NULL,
+                                       confirm text DEFAULT NULL,
+                                       retry_base interval DEFAULT NULL,
+                                       retry_max interval DEFAULT NULL,
+                                       enabled boolean DEFAULT NULL,
+                                       ca_file text DEFAULT NULL,
+                                       client_cert text DEFAULT NULL,
+                                       client_key text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d delq.destination := delq._destination(name, true);
+    changed text[];
+BEGIN
+    d.url := coalesce(url, d.url);
+    d.headers := coalesce(headers, d.headers);
+    d.secret := CASE WHEN secret = '' THEN NULL ELSE coalesce(secret, d.secret) END;
+    IF timeout IS NOT NULL THEN
+        d.timeout_ms := delq._check_duration('timeout', timeout, '100 milliseconds', '10 minutes');
+    END IF;
+    IF connect_timeout IS NOT NULL THEN
+        d.connect_timeout_ms := delq._check_duration('connect_timeout', connect_timeout,
+                                                     '100 milliseconds', '5 minutes');
+    END IF;
+    d.max_attempts := coalesce(max_attempts, d.max_attempts);
+    d.concurrency := coalesce(concurrency, d.concurrency);
+    d.confirm := coalesce(confirm, d.confirm);
+    IF retry_base IS NOT NULL THEN
+        d.retry_base_ms := delq._check_duration('retry_base', retry_base, '1 millisecond', '1 day');
+    END IF;
+    IF retry_max IS NOT NULL THEN
+        d.retry_max_ms := delq._check_duration('retry_max', retry_max, '1 second', '30 days');
+    END IF;
+    d.enabled := coalesce(enabled, d.enabled);
+    d.ca_file := CASE WHEN ca_file = '' THEN NULL ELSE coalesce(ca_file, d.ca_file) END;
+    d.client_cert := CASE WHEN client_cert = '' THEN NULL ELSE coalesce(client_cert, d.client_cert) END;
+    d.client_key := CASE WHEN client_key = '' THEN NULL ELSE coalesce(client_key, d.client_key) END;
+    d.updated_at := now();
+    d := delq._check_destination(d);
+
+    SELECT array_agg(key ORDER BY key) INTO changed
+      FROM jsonb_each(to_jsonb(d)) n
+      JOIN jsonb_each((SELECT to_jsonb(t) FROM delq.destination t WHERE t.name = d.name)) o USING (key)
+     WHERE n.value IS DISTINCT FROM o.value AND key <> 'updated_at';
+
+    UPDATE delq.destination t SET
+        url = d.url, headers = d.headers, secret = d.secret, timeout_ms = d.timeout_ms,
+        connect_timeout_ms = d.connect_timeout_ms, max_attempts = d.max_attempts,
+        concurrency = d.concurrency, confirm = d.confirm, retry_base_ms = d.retry_base_ms,
+        retry_max_ms = d.retry_max_ms, enabled = d.enabled, ca_file = d.ca_file,
+        client_cert = d.client_cert, client_key = d.client_key, updated_at = d.updated_at
+     WHERE t.name = d.name;
+    -- names of changed settings only: values may be secrets
+    PERFORM delq._log('destination_altered', NULL, d.name,
+                      jsonb_build_object('changed', coalesce(changed, '{}')));
+    IF enabled THEN
+        PERFORM delq._wake_on_commit();
+    END IF;
+END
+$$;
+
+-- Drop a destination and its routes.  Refused while it has open
+-- deliveries, unless cancel_deliveries is true.
+CREATE FUNCTION delq.drop_destination(name text, cancel_deliveries boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d delq.destination := delq._destination(name, true);
+    open_count bigint;
+    touched uuid[];
+BEGIN
+    PERFORM delq._not_null('cancel_deliveries', cancel_deliveries);
+    SELECT count(*) INTO open_count FROM delq.delivery dl
+     WHERE dl.destination = d.name AND dl.state IN ('queued', 'sending', 'awaiting_confirmation', 'failed');
+    IF open_count > 0 AND NOT cancel_deliveries THEN
+        RAISE EXCEPTION 'destination % has % open deliveries', quote_literal(d.name), open_count
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Pause it with delq.alter_destination(name, enabled => false), or pass cancel_deliveries => true to cancel them.';
+    END IF;
+    IF open_count > 0 THEN
+        -- a delivery in flight may still arrive; its answer is then ignored
+        WITH cancelled AS (
+            UPDATE delq.delivery dl SET state = 'cancelled', lease_until = NULL
+             WHERE dl.destination = d.name
+               AND dl.state IN ('queued', 'sending', 'awaiting_confirmation', 'failed')
+            RETURNING dl.request_id
+        ), logged AS (
+            INSERT INTO delq.event (kind, request_id, destination, detail)
+            SELECT 'cancelled', c.request_id, d.name, '{"because": "destination dropped"}'
+              FROM cancelled c
+            RETURNING request_id
+        )
+        SELECT array_agg(request_id) INTO touched FROM logged;
+        PERFORM delq._refresh_status(touched);
+    END IF;
+    DELETE FROM delq.destination t WHERE t.name = d.name;
+    PERFORM delq._log('destination_dropped', NULL, d.name,
+                      jsonb_build_object('cancelled_deliveries', open_count));
+END
+$$;
+
+CREATE FUNCTION delq.add_route(destination text, match jsonb DEFAULT '{}')
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d delq.destination := delq._destination(destination, true);
+    new_id bigint;
+BEGIN
+    PERFORM delq._check_object('match', match, 16384);
+    IF EXISTS (SELECT 1 FROM delq.route r WHERE r.destination = d.name AND r.match = add_route.match) THEN
+        RAISE EXCEPTION 'destination % already has a route matching %', quote_literal(d.name), match
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'See delq.route; a route is needed only once.';
+    END IF;
+    INSERT INTO delq.route (destination, match) VALUES (d.name, add_route.match)
+    RETURNING id INTO new_id;
+    PERFORM delq._log('route_added', NULL, d.name,
+                      jsonb_build_object('route_id', new_id, 'match', match));
+    RETURN new_id;
+END
+$$;
+
+CREATE FUNCTION delq.drop_route(id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r delq.route;
+BEGIN
+    PERFORM delq._not_null('id', id);
+    DELETE FROM delq.route rt WHERE rt.id = drop_route.id RETURNING * INTO r;
+    IF r.id IS NULL THEN
+        RAISE EXCEPTION 'route % does not exist', id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See delq.route for the ids.';
+    END IF;
+    PERFORM delq._log('route_dropped', NULL, r.destination,
+                      jsonb_build_object('route_id', r.id, 'match', r.match));
+END
+$$;

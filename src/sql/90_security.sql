@@ -1,0 +1,64 @@
+-- Roles and privileges.  PUBLIC gets nothing.  Each role includes the one
+-- below it: delq_admin > delq_operator > delq_submitter.
+
+DO $$
+DECLARE
+    r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['delq_submitter', 'delq_operator', 'delq_admin'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+            EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
+        END IF;
+    END LOOP;
+END
+$$;
+
+GRANT delq_submitter TO delq_operator;
+GRANT delq_operator TO delq_admin;
+
+REVOKE ALL ON SCHEMA delq FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA delq FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA delq FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA delq FROM PUBLIC;
+
+GRANT USAGE ON SCHEMA delq TO delq_submitter;
+
+-- submitters: file requests and read their status
+GRANT EXECUTE ON FUNCTION delq.submit(text, text, text, jsonb, text, timestamptz) TO delq_submitter;
+GRANT SELECT ON delq.requests TO delq_submitter;
+
+-- operators: act on requests and read everything but secrets
+GRANT EXECUTE ON FUNCTION delq.approve(uuid) TO delq_operator;
+GRANT EXECUTE ON FUNCTION delq.reject(uuid, text) TO delq_operator;
+GRANT EXECUTE ON FUNCTION delq.retry(uuid, text) TO delq_operator;
+GRANT EXECUTE ON FUNCTION delq.confirm(uuid, text) TO delq_operator;
+GRANT EXECUTE ON FUNCTION delq.archive(interval) TO delq_operator;
+GRANT EXECUTE ON FUNCTION delq.worker_running() TO delq_operator;
+GRANT SELECT ON delq.pending, delq.finished, delq.delivery, delq.event, delq.route,
+                delq.overdue, delq.needs_attention, delq.destinations
+    TO delq_operator;
+
+-- admins: destinations and routes, including their secrets
+GRANT EXECUTE ON FUNCTION
+    delq.add_destination(text, text, jsonb, text, interval, interval, integer, integer,
+                         text, interval, interval, boolean, text, text, text),
+    delq.alter_destination(text, text, jsonb, text, interval, interval, integer, integer,
+                           text, interval, interval, boolean, text, text, text),
+    delq.drop_destination(text, boolean),
+    delq.add_route(text, jsonb),
+    delq.drop_route(bigint)
+    TO delq_admin;
+GRANT SELECT ON delq.destination TO delq_admin;
+
+-- pg_dump must keep the queue and its history: extension tables are
+-- otherwise left out of dumps.
+SELECT pg_catalog.pg_extension_config_dump('delq.pending', '');
+SELECT pg_catalog.pg_extension_config_dump('delq.finished', '');
+SELECT pg_catalog.pg_extension_config_dump('delq.request_key', '');
+SELECT pg_catalog.pg_extension_config_dump('delq.destination', '');
+SELECT pg_catalog.pg_extension_config_dump('delq.route', '');
+SELECT pg_catalog.pg_extension_config_dump('delq.delivery', '');
+SELECT pg_catalog.pg_extension_config_dump('delq.event', '');
+SELECT pg_catalog.pg_extension_config_dump('delq.route_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('delq.delivery_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('delq.event_id_seq', '');
