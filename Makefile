@@ -16,6 +16,7 @@ OBJS = \
 	src/http.o \
 	src/store.o \
 	src/worker.o \
+	src/forward.o \
 	src/dispatch.o
 
 PG_CPPFLAGS = -I$(srcdir)/src

@@ -1,2 +1,71 @@
-/* dispatch.c: to be written */
+/*-------------------------------------------------------------------------
+ *
+ * dispatch.c
+ *	  delq.dispatch(): one forwarding pass in the calling session, through
+ *	  the same engine as the worker, for installations without it
+ *	  (pg_cron runs SELECT delq.dispatch()).
+ *
+ * Everything happens inside the caller's transaction: if the session dies
+ * mid-flight, its claims roll back and the deliveries are sent again by
+ * the next pass: a resend, never a loss.  The claimed rows stay locked
+ * until the caller commits, so concurrent passes and the worker skip them.
+ *
+ * src/dispatch.c
+ *
+ *-------------------------------------------------------------------------
+ */
 #include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+
+#include "forward.h"
+#include "settings.h"
+#include "store.h"
+
+/* One pass: claim, send and record until max deliveries are done. */
+static void
+dispatch_pass(DelqForwarder *fw, int max)
+{
+	bool		more = true;
+
+	delq_store_release_held(delq_batch_size);
+	delq_store_requeue_stale(false);
+
+	while (more || fw->running > 0)
+	{
+		int			room = Min(delq_max_in_flight - fw->running, delq_batch_size);
+
+		room = Min(room, max - (int) fw->claimed);
+		if (more && room > 0)
+			more = delq_forwarder_claim(fw, room) == room &&
+				(int) fw->claimed < max;
+		if (fw->running > 0)
+			delq_forwarder_wait(fw, -1);
+		delq_forwarder_record(fw);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+PG_FUNCTION_INFO_V1(delq_dispatch);
+
+Datum
+delq_dispatch(PG_FUNCTION_ARGS)
+{
+	int			max = PG_GETARG_INT32(0);
+	DelqForwarder *fw = delq_forwarder_create();
+	int			recorded;
+
+	PG_TRY();
+	{
+		dispatch_pass(fw, max);
+	}
+	PG_FINALLY();
+	{
+		recorded = (int) fw->recorded;
+		delq_forwarder_destroy(fw);
+	}
+	PG_END_TRY();
+
+	PG_RETURN_INT32(recorded);
+}

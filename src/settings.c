@@ -29,6 +29,8 @@ int			delq_max_attempts = 25;
 int			delq_batch_size = 500;
 int			delq_max_in_flight = 256;
 int			delq_idle_timeout_ms = 10000;
+int			delq_breaker_threshold = 10;
+int			delq_breaker_cooldown_s = 60;
 char	   *delq_ca_file = NULL;
 
 void
@@ -131,6 +133,24 @@ delq_define_settings(void)
 							10000, 10, 3600 * 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("delq.breaker_threshold",
+							"Consecutive failed attempts after which a destination's circuit breaker opens.",
+							NULL,
+							&delq_breaker_threshold,
+							10, 1, 100000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("delq.breaker_cooldown",
+							"How long an open circuit breaker waits before one probe; doubles while probes fail.",
+							NULL,
+							&delq_breaker_cooldown_s,
+							60, 1, 24 * 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("delq.ca_file",

@@ -21,6 +21,8 @@ extern int	delq_max_attempts;
 extern int	delq_batch_size;
 extern int	delq_max_in_flight;
 extern int	delq_idle_timeout_ms;
+extern int	delq_breaker_threshold;
+extern int	delq_breaker_cooldown_s;
 extern char *delq_ca_file;
 
 extern void delq_define_settings(void);

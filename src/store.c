@@ -1,2 +1,239 @@
-/* store.c: to be written */
+/*-------------------------------------------------------------------------
+ *
+ * store.c
+ *	  The forwarder's SQL, through SPI with plans prepared once per process.
+ *
+ * The rules (which deliveries are due, backoff, breaker, request status)
+ * live in the SQL functions of src/sql/70_forwarding.sql; this file only
+ * moves rows between them and the C structs the HTTP client works on.
+ *
+ * src/store.c
+ *
+ *-------------------------------------------------------------------------
+ */
 #include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "store.h"
+
+typedef enum DelqPlan
+{
+	PLAN_CLAIM,
+	PLAN_RECORD,
+	PLAN_REQUEUE,
+	PLAN_RELEASE,
+	PLAN_NEXT_DUE,
+	PLAN_COUNT
+} DelqPlan;
+
+typedef struct DelqPlanSource
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[6];
+} DelqPlanSource;
+
+static const DelqPlanSource plan_sources[PLAN_COUNT] = {
+	[PLAN_CLAIM] = {"SELECT * FROM delq._claim($1)", 1, {INT4OID}},
+	[PLAN_RECORD] = {"SELECT delq._record($1, $2, $3, $4, $5, $6)", 6,
+	{INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, BOOLARRAYOID}},
+	[PLAN_REQUEUE] = {"SELECT delq._requeue_stale($1)", 1, {BOOLOID}},
+	[PLAN_RELEASE] = {"SELECT delq._release_held($1)", 1, {INT4OID}},
+	[PLAN_NEXT_DUE] = {"SELECT delq._next_due()", 0, {InvalidOid}},
+};
+
+static SPIPlanPtr plans[PLAN_COUNT];
+
+/* Run one of the prepared statements; the caller has done SPI_connect. */
+static void
+run_plan(DelqPlan which, Datum *values, int expected)
+{
+	int			rc;
+
+	if (plans[which] == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(plan_sources[which].sql,
+									   plan_sources[which].nargs,
+									   (Oid *) plan_sources[which].argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "delq: SPI_prepare failed for \"%s\": %s",
+				 plan_sources[which].sql, SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		plans[which] = plan;
+	}
+	rc = SPI_execute_plan(plans[which], values, NULL, false, 0);
+	if (rc != expected)
+		elog(ERROR, "delq: \"%s\" returned %s",
+			 plan_sources[which].sql, SPI_result_code_string(rc));
+}
+
+/* A single int4 result of a one-row statement. */
+static int
+run_plan_int(DelqPlan which, Datum arg)
+{
+	bool		isnull;
+	Datum		d;
+	int			result;
+
+	SPI_connect();
+	run_plan(which, &arg, SPI_OK_SELECT);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	result = isnull ? 0 : DatumGetInt32(d);
+	SPI_finish();
+	return result;
+}
+
+/* Column i (1-based) of the current claim row as a string in cxt, or NULL. */
+static char *
+claim_text(HeapTuple tuple, TupleDesc desc, int col, MemoryContext cxt)
+{
+	char	   *value = SPI_getvalue(tuple, desc, col);
+
+	return value ? MemoryContextStrdup(cxt, value) : NULL;
+}
+
+/* The headers column (text[]) as a char** in cxt. */
+static void
+claim_headers(HeapTuple tuple, TupleDesc desc, int col, MemoryContext cxt,
+			  DelqTransfer *t)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tuple, desc, col, &isnull);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	t->headers = NULL;
+	t->nheaders = 0;
+	if (isnull)
+		return;
+	deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	if (n == 0)
+		return;
+	t->headers = MemoryContextAlloc(cxt, sizeof(char *) * n);
+	for (int i = 0; i < n; i++)
+		if (!nulls[i])
+			t->headers[t->nheaders++] = MemoryContextStrdup(cxt, TextDatumGetCString(elems[i]));
+}
+
+int
+delq_store_claim(int max_rows, MemoryContext parent, DelqTransfer ***transfers)
+{
+	Datum		arg = Int32GetDatum(max_rows);
+	uint64		n;
+
+	SPI_connect();
+	run_plan(PLAN_CLAIM, &arg, SPI_OK_SELECT);
+	n = SPI_processed;
+	*transfers = n ? MemoryContextAlloc(parent, sizeof(DelqTransfer *) * n) : NULL;
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		MemoryContext cxt = AllocSetContextCreate(parent, "delq transfer",
+												  ALLOCSET_SMALL_SIZES);
+		DelqTransfer *t = MemoryContextAllocZero(cxt, sizeof(DelqTransfer));
+		bool		isnull;
+
+		/* columns as delq._claim() returns them */
+		t->delivery_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		t->webhook_id = claim_text(tup, desc, 4, cxt);
+		t->url = claim_text(tup, desc, 5, cxt);
+		claim_headers(tup, desc, 6, cxt, t);
+		t->secret = claim_text(tup, desc, 7, cxt);
+		t->timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
+		t->connect_timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
+		t->ca_file = claim_text(tup, desc, 10, cxt);
+		t->client_cert = claim_text(tup, desc, 11, cxt);
+		t->client_key = claim_text(tup, desc, 12, cxt);
+		t->body = claim_text(tup, desc, 13, cxt);
+		t->user = cxt;
+		t->retry_after_s = -1;
+		(*transfers)[i] = t;
+	}
+	SPI_finish();
+	return (int) n;
+}
+
+static const char *
+outcome_name(DelqTransferOutcome outcome)
+{
+	switch (outcome)
+	{
+		case DELQ_OUTCOME_CONFIRMED:
+			return "confirmed";
+		case DELQ_OUTCOME_FAILED:
+			return "failed";
+		default:
+			return "retry";
+	}
+}
+
+void
+delq_store_record(DelqTransfer **done, int n)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *outcomes = palloc(sizeof(Datum) * n);
+	Datum	   *statuses = palloc(sizeof(Datum) * n);
+	Datum	   *errors = palloc(sizeof(Datum) * n);
+	Datum	   *retry_after = palloc(sizeof(Datum) * n);
+	Datum	   *gone = palloc(sizeof(Datum) * n);
+	Datum		args[6];
+
+	for (int i = 0; i < n; i++)
+	{
+		ids[i] = Int64GetDatum(done[i]->delivery_id);
+		outcomes[i] = CStringGetTextDatum(outcome_name(done[i]->outcome));
+		statuses[i] = Int32GetDatum(done[i]->http_status);
+		errors[i] = CStringGetTextDatum(done[i]->error);
+		retry_after[i] = Int32GetDatum(done[i]->retry_after_s);
+		gone[i] = BoolGetDatum(done[i]->gone);
+	}
+	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[1] = PointerGetDatum(construct_array(outcomes, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[2] = PointerGetDatum(construct_array(statuses, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[3] = PointerGetDatum(construct_array(errors, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[4] = PointerGetDatum(construct_array(retry_after, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[5] = PointerGetDatum(construct_array(gone, n, BOOLOID, 1, true, TYPALIGN_CHAR));
+
+	SPI_connect();
+	run_plan(PLAN_RECORD, args, SPI_OK_SELECT);
+	SPI_finish();
+}
+
+int
+delq_store_requeue_stale(bool all_sending)
+{
+	return run_plan_int(PLAN_REQUEUE, BoolGetDatum(all_sending));
+}
+
+int
+delq_store_release_held(int max_requests)
+{
+	return run_plan_int(PLAN_RELEASE, Int32GetDatum(max_requests));
+}
+
+bool
+delq_store_next_due(TimestampTz *when)
+{
+	bool		isnull;
+	Datum		d;
+
+	SPI_connect();
+	run_plan(PLAN_NEXT_DUE, NULL, SPI_OK_SELECT);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+		*when = DatumGetTimestampTz(d);
+	SPI_finish();
+	return !isnull;
+}

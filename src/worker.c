@@ -1,8 +1,367 @@
-/* worker.c: being written */
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The delq background worker: a launcher that waits for the database,
+ *	  and the forwarding worker that runs in it.
+ *
+ * The launcher is registered at preload, connects to no database and
+ * polls quietly until delq.database exists; then it starts the forwarding
+ * worker as a dynamic background worker and restarts it if it stops.  This
+ * keeps a missing database (e.g. the regression database, created after
+ * start-up) from producing a FATAL error every few seconds.
+ *
+ * The forwarding worker waits, just as quietly, for CREATE EXTENSION delq;
+ * requeues what a previous worker left 'sending'; then loops: record
+ * outcomes, claim due deliveries, send, wait.  No transaction is open while
+ * it waits for HTTP.  Both processes start only when recovery has finished,
+ * so a standby begins forwarding when it is promoted.
+ *
+ * src/worker.c
+ *
+ *-------------------------------------------------------------------------
+ */
 #include "postgres.h"
+
+#include "access/heapam.h"
+#include "access/relscan.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "forward.h"
+#include "settings.h"
+#include "store.h"
+#include "wake.h"
 #include "worker.h"
+
+/* How often the launcher and the worker look for a database / extension. */
+#define DELQ_LOOK_INTERVAL_MS	2000
+/*
+ * Launcher's pause before restarting a worker that stopped: doubled, up to
+ * a minute, while workers keep stopping soon after they start.
+ */
+#define DELQ_RESTART_DELAY_MS	1000
+#define DELQ_RESTART_DELAY_MAX_MS	60000
+#define DELQ_STABLE_RUN_MS		30000
+
+PGDLLEXPORT void delq_launcher_main(Datum arg);
+PGDLLEXPORT void delq_worker_main(Datum arg);
 
 void
 delq_worker_register(void)
 {
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "delq");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "delq_launcher_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "delq launcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "delq launcher");
+	RegisterBackgroundWorker(&worker);
+}
+
+/* Sleep on the latch; reload the configuration if asked to. */
+static void
+wait_a_while(long timeout_ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 timeout_ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
+static void
+setup_signals(void)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+}
+
+/*
+ * Whether a database exists.  Without a database of its own the launcher
+ * can read shared catalogs only by heap scan (no relcache for indexes).
+ */
+static bool
+database_exists(const char *name)
+{
+	bool		exists = false;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	StartTransactionCommand();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while (!exists && (tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+		exists = strcmp(NameStr(((Form_pg_database) GETSTRUCT(tup))->datname), name) == 0;
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return exists;
+}
+
+static BackgroundWorkerHandle *
+start_worker(void)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "delq");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "delq_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "delq worker");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "delq worker");
+	worker.bgw_notify_pid = MyProcPid;
+
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("delq could not start its worker"),
+				 errhint("Raise max_worker_processes.")));
+		return NULL;
+	}
+	return handle;
+}
+
+/*
+ * The launcher: wait for delq.database, keep one worker running in it.
+ */
+void
+delq_launcher_main(Datum arg)
+{
+	BackgroundWorkerHandle *handle = NULL;
+	TimestampTz started = 0;
+	long		delay = DELQ_RESTART_DELAY_MS;
+
+	setup_signals();
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+
+	for (;;)
+	{
+		pid_t		pid;
+
+		if (handle != NULL &&
+			GetBackgroundWorkerPid(handle, &pid) == BGWH_STOPPED)
+		{
+			pfree(handle);
+			handle = NULL;
+			if (TimestampDifferenceExceeds(started, GetCurrentTimestamp(),
+										   DELQ_STABLE_RUN_MS))
+				delay = DELQ_RESTART_DELAY_MS;
+			wait_a_while(delay);
+			delay = Min(delay * 2, DELQ_RESTART_DELAY_MAX_MS);
+			continue;
+		}
+		if (handle == NULL && database_exists(delq_database))
+		{
+			handle = start_worker();
+			started = GetCurrentTimestamp();
+		}
+
+		/* bgw_notify_pid sets our latch when the worker stops */
+		wait_a_while(handle ? -1 : DELQ_LOOK_INTERVAL_MS);
+	}
+}
+
+/*
+ * Short transactions of the worker.  pg_stat_activity shows what it does.
+ */
+static void
+begin_step(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+static void
+end_step(void)
+{
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+static bool
+extension_exists(void)
+{
+	bool		exists;
+
+	StartTransactionCommand();
+	exists = OidIsValid(get_extension_oid("delq", true));
+	CommitTransactionCommand();
+	return exists;
+}
+
+static void
+withdraw_latch(int code, Datum arg)
+{
+	delq_wake_set_worker_latch(NULL);
+}
+
+/* Milliseconds from now until t, at least 0. */
+static long
+ms_until(TimestampTz t)
+{
+	long		secs;
+	int			usecs;
+
+	TimestampDifference(GetCurrentTimestamp(), t, &secs, &usecs);
+	return secs * 1000 + usecs / 1000;
+}
+
+/*
+ * Release held requests that fell due, requeue expired leases, and learn
+ * when the next retry or hold falls due.
+ */
+static TimestampTz
+housekeeping(void)
+{
+	TimestampTz next;
+	TimestampTz idle_limit = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														 delq_idle_timeout_ms);
+
+	begin_step("delq: housekeeping");
+	delq_store_release_held(delq_batch_size);
+	delq_store_requeue_stale(false);
+	if (!delq_store_next_due(&next) || next > idle_limit)
+		next = idle_limit;
+	end_step();
+	return next;
+}
+
+/*
+ * Bring next_look forward to the next retry, hold or probe that falls due
+ * in the future.  Work due already but not claimable (a destination at its
+ * concurrency cap) is picked up when a transfer finishes.
+ */
+static TimestampTz
+sooner_look(TimestampTz next_look)
+{
+	TimestampTz due;
+
+	if (delq_store_next_due(&due) && due > GetCurrentTimestamp() && due < next_look)
+		return due;
+	return next_look;
+}
+
+static void
+forwarding_loop(DelqForwarder *fw)
+{
+	TimestampTz next_look = 0;	/* housekeeping and claims due now */
+	bool		claim_now = true;
+
+	for (;;)
+	{
+		int			room;
+		long		timeout;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		if (fw->ndone > 0)
+		{
+			begin_step("delq: recording outcomes");
+			delq_forwarder_record(fw);
+			next_look = sooner_look(next_look);
+			end_step();
+			claim_now = true;	/* capacity came free */
+		}
+
+		if (GetCurrentTimestamp() >= next_look)
+		{
+			next_look = housekeeping();
+			claim_now = true;
+		}
+
+		room = Min(delq_max_in_flight - fw->running, delq_batch_size);
+		if (claim_now && room > 0)
+		{
+			int			got;
+
+			begin_step("delq: claiming deliveries");
+			got = delq_forwarder_claim(fw, room);
+			/* a full batch: more may be due right now */
+			claim_now = (got == room);
+			if (!claim_now)
+				next_look = sooner_look(next_look);
+			end_step();
+		}
+
+		if (claim_now && fw->running < delq_max_in_flight)
+			timeout = 0;
+		else
+			timeout = Max(ms_until(next_look), 0);
+
+		if (delq_forwarder_wait(fw, timeout))
+			claim_now = true;	/* woken by a commit */
+	}
+}
+
+/*
+ * The forwarding worker.
+ */
+void
+delq_worker_main(Datum arg)
+{
+	DelqForwarder *fw;
+
+	setup_signals();
+	BackgroundWorkerInitializeConnection(delq_database,
+										 delq_worker_role[0] ? delq_worker_role : NULL,
+										 0);
+	pgstat_report_appname("delq worker");
+
+	while (!extension_exists())
+		wait_a_while(DELQ_LOOK_INTERVAL_MS);
+
+	begin_step("delq: requeueing deliveries of a previous worker");
+	{
+		int			requeued = delq_store_requeue_stale(true);
+
+		if (requeued > 0)
+			ereport(LOG,
+					(errmsg("delq worker requeued %d deliveries left in flight by a previous worker",
+							requeued)));
+	}
+	end_step();
+
+	/* from now on, commits of submit() and approve() wake us */
+	on_shmem_exit(withdraw_latch, (Datum) 0);
+	delq_wake_set_worker_latch(MyLatch);
+
+	ereport(LOG, (errmsg("delq worker started in database \"%s\"", delq_database)));
+	fw = delq_forwarder_create();
+	forwarding_loop(fw);
 }

@@ -54,8 +54,9 @@ BEGIN
                                          'status', CASE WHEN held THEN 'held' ELSE 'forwarding' END));
     IF NOT held THEN
         PERFORM delq._plan(new_id);
-        PERFORM delq._wake_on_commit();
     END IF;
+    -- also when held: the worker then learns when the hold ends
+    PERFORM delq._wake_on_commit();
     RETURN new_id;
 END
 $$;

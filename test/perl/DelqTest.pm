@@ -11,8 +11,8 @@
 #     poll_until($node, "SELECT state FROM delq.delivery", 'confirmed', 30);
 #     my @got = $sink->requests('crm');
 #
-# It finds PostgreSQL's TAP modules itself (pg_config), so plain
-# "prove -I test/perl test/t/x.pl" works; run outside "make installcheck",
+# It finds PostgreSQL's TAP modules, pg_regress and initdb itself (pg_config),
+# so plain "prove -I test/perl test/t/x.pl" works; run outside "make installcheck",
 # it keeps tmp_check (logs, data directories) in a fresh folder under $TMPDIR
 # instead of the source tree.  Every sink is stopped when the test exits,
 # also after a die.
@@ -27,19 +27,21 @@ use File::Temp ();
 BEGIN
 {
 	my $pg_config = $ENV{PG_CONFIG} // 'pg_config';
-	my ($pgxs) = grep { defined && length } `$pg_config --pgxs 2>/dev/null`;
-	my ($bindir) = grep { defined && length } `$pg_config --bindir 2>/dev/null`;
-	chomp($pgxs, $bindir) if defined $pgxs && defined $bindir;
-	my $libdir = ($pgxs // '') =~ s{/makefiles/pgxs\.mk$}{/test/perl}r;
+	my $pgxs = `$pg_config --pgxs 2>/dev/null` // '';
+	my $bindir = `$pg_config --bindir 2>/dev/null` // '';
+	chomp($pgxs, $bindir);
+	my $libdir = $pgxs =~ s{/makefiles/pgxs\.mk$}{/test/perl}r;
 	$libdir = '/usr/lib/postgresql/15/lib/pgxs/src/test/perl' unless -d $libdir;
 	push @INC, $libdir unless grep { -e "$_/PostgreSQL/Test/Utils.pm" } @INC;
+	$ENV{PG_REGRESS} //= "$libdir/../regress/pg_regress"; # Cluster's init needs it
 	$ENV{PATH} = "$bindir:$ENV{PATH}"
 	  if $bindir && !grep { -x "$_/initdb" } split /:/, $ENV{PATH};
 
 	# Outside make, PostgreSQL::Test::Utils would create ./tmp_check.  The
 	# folder is removed at exit unless a test failed (Utils sets KEEP_ALL).
-	$ENV{TESTDIR} //=
-	  File::Temp::tempdir('delq_tap_XXXXXX', TMPDIR => 1, CLEANUP => 1);
+	$DelqTest::own_testdir = $ENV{TESTDIR} =
+	  File::Temp::tempdir('delq_tap_XXXXXX', TMPDIR => 1, CLEANUP => 1)
+	  unless $ENV{TESTDIR};
 }
 
 use Carp;
@@ -194,8 +196,11 @@ sub start_sink
 
 END
 {
+	my $failed = $? != 0 || !PostgreSQL::Test::Utils::all_tests_passing();
 	local $?;    # keep the test's exit status
 	$_->stop for grep { $_->{owner} == $$ } values %live_sinks;
+	Test::More::diag("logs kept in $DelqTest::own_testdir/tmp_check")
+	  if $failed && $DelqTest::own_testdir;
 }
 
 package DelqTest::Sink;
@@ -279,8 +284,8 @@ sub reset { return $_[0]->_call('POST', '/_reset') }
 sub stop
 {
 	my ($self) = @_;
+	return undef unless $self->{pid} && $self->{owner} == $$;
 	my $pid = delete $self->{pid};
-	return undef unless $pid;
 	delete $live_sinks{$pid};
 	kill 'TERM', $pid;
 	my $deadline = time + 5;

@@ -1,0 +1,104 @@
+/*-------------------------------------------------------------------------
+ *
+ * forward.c
+ *	  The forwarding engine shared by the background worker and
+ *	  delq.dispatch(), so that both follow the same rules.
+ *
+ * Each claimed delivery becomes a DelqTransfer in a memory context of its
+ * own, which lives until its outcome has been recorded; everything else
+ * the engine keeps is in one long-lived context, so the caller may commit
+ * and start transactions between calls.
+ *
+ * src/forward.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "pgstat.h"
+#include "utils/memutils.h"
+
+#include "forward.h"
+#include "settings.h"
+#include "store.h"
+
+/* curl hands back a finished transfer: queue its outcome for recording. */
+static void
+transfer_done(DelqTransfer *t, void *arg)
+{
+	DelqForwarder *fw = (DelqForwarder *) arg;
+
+	if (fw->ndone == fw->done_size)
+	{
+		fw->done_size *= 2;
+		fw->done = repalloc(fw->done, sizeof(DelqTransfer *) * fw->done_size);
+	}
+	fw->done[fw->ndone++] = t;
+	fw->running--;
+}
+
+DelqForwarder *
+delq_forwarder_create(void)
+{
+	MemoryContext cxt = AllocSetContextCreate(TopMemoryContext, "delq forwarder",
+											  ALLOCSET_DEFAULT_SIZES);
+	DelqForwarder *fw = MemoryContextAllocZero(cxt, sizeof(DelqForwarder));
+
+	fw->cxt = cxt;
+	fw->done_size = 64;
+	fw->done = MemoryContextAlloc(cxt, sizeof(DelqTransfer *) * fw->done_size);
+	fw->http = delq_http_create(delq_max_in_flight);
+	return fw;
+}
+
+void
+delq_forwarder_destroy(DelqForwarder *fw)
+{
+	delq_http_destroy(fw->http);
+	MemoryContextDelete(fw->cxt);
+}
+
+int
+delq_forwarder_claim(DelqForwarder *fw, int max)
+{
+	DelqTransfer **claimed;
+	int			n;
+
+	if (max <= 0)
+		return 0;
+	n = delq_store_claim(max, fw->cxt, &claimed);
+	for (int i = 0; i < n; i++)
+	{
+		if (claimed[i]->ca_file == NULL && delq_ca_file[0] != '\0')
+			claimed[i]->ca_file = delq_ca_file;
+		delq_http_start(fw->http, claimed[i]);
+		fw->running++;
+	}
+	if (claimed)
+		pfree(claimed);
+	fw->claimed += n;
+	return n;
+}
+
+int
+delq_forwarder_record(DelqForwarder *fw)
+{
+	int			n = fw->ndone;
+
+	if (n == 0)
+		return 0;
+	delq_store_record(fw->done, n);
+	/* recorded (the caller commits): the transfers may go */
+	for (int i = 0; i < n; i++)
+		MemoryContextDelete((MemoryContext) fw->done[i]->user);
+	fw->ndone = 0;
+	fw->recorded += n;
+	return n;
+}
+
+bool
+delq_forwarder_wait(DelqForwarder *fw, long timeout_ms)
+{
+	return delq_http_wait(fw->http, timeout_ms, transfer_done, fw,
+						  PG_WAIT_EXTENSION);
+}

@@ -1,0 +1,306 @@
+-- Forwarding: what the worker and delq.dispatch() run, through the C code
+-- in src/store.c.  Claims commit before any byte is sent (a crash can only
+-- resend, never drop); outcomes are recorded in batches.
+
+-- Per-destination health, kept apart from the configuration so that the
+-- worker's updates never contend with alter_destination().
+CREATE TABLE delq.destination_state (
+    name text PRIMARY KEY REFERENCES delq.destination (name) ON DELETE CASCADE,
+    consecutive_failures integer NOT NULL DEFAULT 0,
+    -- circuit breaker: open while set; one probe at a time once it passed
+    breaker_until timestamptz,
+    breaker_opens integer NOT NULL DEFAULT 0,
+    last_success_at timestamptz,
+    last_failure_at timestamptz,
+    last_failure text
+);
+
+SELECT pg_catalog.pg_extension_config_dump('delq.destination_state', '');
+
+DROP INDEX delq.delivery_claim_idx;
+CREATE INDEX delivery_claim_idx ON delq.delivery (destination, due_at, next_attempt_at)
+    WHERE state = 'queued';
+CREATE INDEX delivery_next_attempt_idx ON delq.delivery (next_attempt_at)
+    WHERE state = 'queued';
+
+-- The HTTP body a destination receives (DESIGN.md).
+CREATE FUNCTION delq._webhook_body(r delq.pending, webhook_id text, confirm text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'type', 'erasure.requested',
+        'id', webhook_id,
+        'request_id', r.id,
+        'subject', r.subject,
+        'source', r.source,
+        'reason', r.reason,
+        'attributes', r.attributes,
+        'external_id', r.external_id,
+        'submitted_at', r.submitted_at,
+        'due_at', r.due_at,
+        'confirmation', confirm)::text;
+$$;
+
+-- Claim up to max_rows due deliveries, earliest deadline first, keeping
+-- each destination under its concurrency cap and holding back destinations
+-- whose circuit breaker is open (one probe once its cool-down passed).
+CREATE FUNCTION delq._claim(max_rows integer)
+RETURNS TABLE (delivery_id bigint, request_id uuid, destination text, webhook_id text,
+               url text, headers text[], secret text, timeout_ms integer,
+               connect_timeout_ms integer, ca_file text, client_cert text,
+               client_key text, body text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY
+    WITH room AS (
+        SELECT d.name,
+               CASE WHEN s.breaker_until IS NULL THEN d.concurrency
+                    WHEN s.breaker_until <= now() THEN 1
+                    ELSE 0 END
+               - (SELECT count(*) FROM delq.delivery x
+                   WHERE x.destination = d.name AND x.state = 'sending')::integer AS free
+          FROM delq.destination d
+          LEFT JOIN delq.destination_state s ON s.name = d.name
+         WHERE d.enabled
+    ), candidate AS (
+        SELECT c.id, c.due_at, c.next_attempt_at
+          FROM room,
+               LATERAL (SELECT dl.id, dl.due_at, dl.next_attempt_at
+                          FROM delq.delivery dl
+                         WHERE dl.destination = room.name AND dl.state = 'queued'
+                           AND dl.next_attempt_at <= now()
+                         ORDER BY dl.due_at, dl.next_attempt_at
+                         LIMIT least(room.free, max_rows)
+                           FOR UPDATE SKIP LOCKED) c
+         WHERE room.free > 0
+         ORDER BY c.due_at, c.next_attempt_at
+         LIMIT max_rows
+    ), claimed AS (
+        UPDATE delq.delivery dl
+           SET state = 'sending', attempts = dl.attempts + 1,
+               first_attempt_at = coalesce(dl.first_attempt_at, now()),
+               last_attempt_at = now(),
+               lease_until = now() + make_interval(secs => 60 + 2 * t.timeout_ms / 1000.0)
+          FROM candidate c, delq.destination t
+         WHERE dl.id = c.id AND t.name = dl.destination
+        RETURNING dl.*
+    ), logged AS (
+        INSERT INTO delq.event (kind, request_id, destination, detail, actor)
+        SELECT 'sending', c.request_id, c.destination,
+               jsonb_build_object('attempt', c.attempts), 'delq'
+          FROM claimed c
+    )
+    SELECT c.id, c.request_id, c.destination, c.webhook_id, t.url,
+           ARRAY(SELECT h.key || ': ' || h.value FROM jsonb_each_text(t.headers) h ORDER BY h.key),
+           t.secret, t.timeout_ms, t.connect_timeout_ms, t.ca_file, t.client_cert,
+           t.client_key, delq._webhook_body(p, c.webhook_id, t.confirm)
+      FROM claimed c
+      JOIN delq.destination t ON t.name = c.destination
+      JOIN delq.pending p ON p.id = c.request_id
+     ORDER BY c.due_at, c.next_attempt_at;
+END
+$$;
+
+-- Record a batch of outcomes ('confirmed', 'retry', 'failed'), one per
+-- delivery id, with HTTP status, error text, Retry-After seconds (-1: none)
+-- and whether the answer was 410 Gone.  Only rows still 'sending' change:
+-- a delivery confirmed by callback or cancelled meanwhile stays as it is.
+CREATE FUNCTION delq._record(ids bigint[], outcomes text[], statuses integer[],
+                             errors text[], retry_after integer[], gone boolean[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    base_ms double precision := extract(epoch FROM current_setting('delq.retry_base')::interval) * 1000;
+    max_ms double precision := extract(epoch FROM current_setting('delq.retry_max')::interval) * 1000;
+    default_attempts integer := current_setting('delq.max_attempts')::integer;
+    threshold integer := current_setting('delq.breaker_threshold')::integer;
+    cooldown interval := current_setting('delq.breaker_cooldown')::interval;
+    touched uuid[];
+BEGIN
+    WITH o AS (
+        SELECT dl.id, dl.request_id, dl.destination, dl.attempts, dl.attempts_base,
+               o.outcome, nullif(o.status, 0) AS status, nullif(o.error, '') AS error,
+               o.retry_after, t.confirm,
+               coalesce(t.max_attempts, default_attempts) AS max_attempts,
+               coalesce(t.retry_base_ms, base_ms) AS base_ms,
+               coalesce(t.retry_max_ms, max_ms) AS max_ms
+          FROM unnest(ids, outcomes, statuses, errors, retry_after, gone)
+               AS o(id, outcome, status, error, retry_after, gone)
+          JOIN delq.delivery dl ON dl.id = o.id AND dl.state = 'sending'
+          JOIN delq.destination t ON t.name = dl.destination
+           FOR UPDATE OF dl
+    ), decided AS (
+        SELECT o.*,
+               CASE WHEN o.outcome = 'confirmed' AND o.confirm = 'callback' THEN 'awaiting_confirmation'
+                    WHEN o.outcome = 'confirmed' THEN 'confirmed'
+                    WHEN o.outcome = 'retry' AND o.attempts - o.attempts_base < o.max_attempts THEN 'queued'
+                    ELSE 'failed' END AS state,
+               -- full jitter on a capped exponential; Retry-After (capped) when given
+               CASE WHEN o.retry_after >= 0
+                    THEN least(o.retry_after * 1000.0, o.max_ms)
+                    ELSE random() * least(o.max_ms,
+                                           o.base_ms * power(2, least(o.attempts - o.attempts_base - 1, 40)))
+               END AS delay_ms
+          FROM o
+    ), updated AS (
+        UPDATE delq.delivery dl
+           SET state = d.state,
+               last_status = d.status,
+               last_error = CASE WHEN d.outcome = 'confirmed' THEN NULL ELSE d.error END,
+               confirmed_at = CASE WHEN d.state = 'confirmed' THEN now() END,
+               next_attempt_at = CASE WHEN d.state = 'queued'
+                                      THEN now() + make_interval(secs => d.delay_ms / 1000.0)
+                                      ELSE dl.next_attempt_at END,
+               lease_until = NULL
+          FROM decided d
+         WHERE dl.id = d.id
+        RETURNING dl.request_id, dl.destination, dl.state, dl.attempts, dl.next_attempt_at,
+                  d.status, d.error, d.outcome
+    ), logged AS (
+        INSERT INTO delq.event (kind, request_id, destination, detail, actor)
+        SELECT CASE u.state WHEN 'queued' THEN 'retry_scheduled' ELSE u.state END,
+               u.request_id, u.destination,
+               jsonb_strip_nulls(jsonb_build_object(
+                   'attempt', u.attempts, 'status', u.status,
+                   'error', CASE WHEN u.outcome <> 'confirmed' THEN u.error END,
+                   'next_attempt_at', CASE WHEN u.state = 'queued' THEN u.next_attempt_at END)),
+               'delq'
+          FROM updated u
+        RETURNING request_id
+    )
+    SELECT array_agg(DISTINCT request_id) INTO touched FROM logged;
+
+    -- destination health and the circuit breaker
+    INSERT INTO delq.destination_state AS s (name, consecutive_failures, breaker_until,
+                                             breaker_opens, last_success_at,
+                                             last_failure_at, last_failure)
+    SELECT g.destination, g.failures_after, g.open_until,
+           CASE WHEN g.open_until IS NOT NULL THEN 1 ELSE 0 END,
+           g.last_success_at, g.last_failure_at, g.last_failure
+      FROM (
+        SELECT dl.destination,
+               CASE WHEN bool_or(o.outcome = 'confirmed') THEN 0 ELSE count(*) END AS failures_after,
+               CASE WHEN NOT bool_or(o.outcome = 'confirmed')
+                         AND (bool_or(o.gone) OR count(*) >= threshold)
+                    THEN now() + cooldown END AS open_until,
+               CASE WHEN bool_or(o.outcome = 'confirmed') THEN now() END AS last_success_at,
+               CASE WHEN bool_or(o.outcome <> 'confirmed') THEN now() END AS last_failure_at,
+               (array_agg(o.error ORDER BY o.id DESC) FILTER (WHERE o.outcome <> 'confirmed'))[1] AS last_failure
+          FROM unnest(ids, outcomes, errors, gone) AS o(id, outcome, error, gone)
+          JOIN delq.delivery dl ON dl.id = o.id
+         GROUP BY dl.destination
+      ) g
+    ON CONFLICT (name) DO UPDATE SET
+        consecutive_failures = CASE WHEN excluded.last_success_at IS NOT NULL THEN 0
+                                    ELSE s.consecutive_failures + excluded.consecutive_failures END,
+        breaker_until = CASE
+            WHEN excluded.last_success_at IS NOT NULL THEN NULL
+            WHEN excluded.breaker_until IS NOT NULL
+                 OR s.consecutive_failures + excluded.consecutive_failures >= threshold
+            THEN now() + cooldown * power(2, least(s.breaker_opens, 10))
+            ELSE s.breaker_until END,
+        breaker_opens = CASE
+            WHEN excluded.last_success_at IS NOT NULL THEN 0
+            WHEN excluded.breaker_until IS NOT NULL
+                 OR s.consecutive_failures + excluded.consecutive_failures >= threshold
+            THEN s.breaker_opens + 1
+            ELSE s.breaker_opens END,
+        last_success_at = coalesce(excluded.last_success_at, s.last_success_at),
+        last_failure_at = coalesce(excluded.last_failure_at, s.last_failure_at),
+        last_failure = coalesce(excluded.last_failure, s.last_failure);
+
+    IF touched IS NOT NULL THEN
+        PERFORM delq._refresh_status(touched, 'delq');
+    END IF;
+    RETURN coalesce(array_length(ids, 1), 0);
+END
+$$;
+
+-- Deliveries left 'sending' by a worker that died (all of them at worker
+-- start, else those whose lease expired) go back to the queue.
+CREATE FUNCTION delq._requeue_stale(all_sending boolean)
+RETURNS integer
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH requeued AS (
+        UPDATE delq.delivery dl
+           SET state = 'queued', next_attempt_at = now(), lease_until = NULL
+         WHERE dl.state = 'sending' AND (all_sending OR dl.lease_until < now())
+        RETURNING dl.request_id, dl.destination, dl.attempts
+    ), logged AS (
+        INSERT INTO delq.event (kind, request_id, destination, detail, actor)
+        SELECT 'requeued', q.request_id, q.destination,
+               jsonb_build_object('attempt', q.attempts,
+                                  'because', CASE WHEN all_sending THEN 'worker restarted'
+                                                  ELSE 'lease expired' END),
+               'delq'
+          FROM requeued q
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM logged;
+$$;
+
+-- When the next piece of work falls due: a retry, a held request, a
+-- breaker's probe.  NULL when nothing is scheduled.
+CREATE FUNCTION delq._next_due()
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT min(t) FROM (
+        SELECT min(dl.next_attempt_at) FROM delq.delivery dl WHERE dl.state = 'queued'
+        UNION ALL
+        SELECT min(p.hold_until) FROM delq.pending p WHERE p.status = 'held'
+        UNION ALL
+        SELECT min(s.breaker_until) FROM delq.destination_state s
+    ) due(t);
+$$;
+
+CREATE FUNCTION delq._dispatch(max_deliveries integer)
+RETURNS integer
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'delq_dispatch';
+
+-- One forwarding pass in the calling session: release held requests,
+-- requeue expired leases, send up to max_deliveries due deliveries, wait
+-- for their answers and record them.  For installations without the
+-- worker (pg_cron: SELECT delq.dispatch()).
+CREATE FUNCTION delq.dispatch(max_deliveries integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM delq._not_null('max_deliveries', max_deliveries);
+    PERFORM delq._check_range('max_deliveries', max_deliveries, 1, 1000000);
+    RETURN delq._dispatch(max_deliveries);
+END
+$$;
+
+-- Per destination: what is queued, in flight, waiting, done, failed, and
+-- whether its circuit breaker is open.
+CREATE VIEW delq.destination_health AS
+SELECT d.name, d.enabled,
+       count(dl.id) FILTER (WHERE dl.state = 'queued') AS queued,
+       count(dl.id) FILTER (WHERE dl.state = 'sending') AS sending,
+       count(dl.id) FILTER (WHERE dl.state = 'awaiting_confirmation') AS awaiting,
+       count(dl.id) FILTER (WHERE dl.state = 'confirmed') AS confirmed,
+       count(dl.id) FILTER (WHERE dl.state = 'failed') AS failed,
+       coalesce(s.consecutive_failures, 0) AS consecutive_failures,
+       CASE WHEN s.breaker_until IS NULL THEN 'closed'
+            WHEN s.breaker_until > now() THEN 'open'
+            ELSE 'probing' END AS breaker,
+       s.breaker_until,
+       s.last_success_at, s.last_failure_at, s.last_failure
+  FROM delq.destination d
+  LEFT JOIN delq.destination_state s ON s.name = d.name
+  LEFT JOIN delq.delivery dl ON dl.destination = d.name
+ GROUP BY d.name, d.enabled, s.name;

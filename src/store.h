@@ -1,0 +1,42 @@
+/*-------------------------------------------------------------------------
+ *
+ * store.h
+ *	  The forwarder's SQL: claim due deliveries, record outcomes, requeue
+ *	  stale claims, release held requests.
+ *
+ * Every function runs inside the caller's transaction (the worker opens a
+ * short one around each call; delq.dispatch() uses its own) with an active
+ * snapshot, and connects to SPI itself.
+ *
+ * src/store.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DELQ_STORE_H
+#define DELQ_STORE_H
+
+#include "datatype/timestamp.h"
+
+#include "http.h"
+
+/*
+ * Claim up to max_rows due deliveries.  Each claimed delivery becomes a
+ * DelqTransfer allocated in its own memory context under parent (so that
+ * it can be freed on its own); *transfers is palloc'd in parent.
+ */
+extern int	delq_store_claim(int max_rows, MemoryContext parent,
+							 DelqTransfer ***transfers);
+
+/* Record the outcomes of n finished transfers. */
+extern void delq_store_record(DelqTransfer **done, int n);
+
+/* Requeue 'sending' deliveries: all of them, or those whose lease expired. */
+extern int	delq_store_requeue_stale(bool all_sending);
+
+/* Plan deliveries of held requests whose hold period is over. */
+extern int	delq_store_release_held(int max_requests);
+
+/* When the next retry, held request or breaker probe falls due. */
+extern bool delq_store_next_due(TimestampTz *when);
+
+#endif							/* DELQ_STORE_H */
