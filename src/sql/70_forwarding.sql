@@ -123,6 +123,13 @@ DECLARE
     cooldown interval := current_setting('delq.breaker_cooldown')::interval;
     touched uuid[];
 BEGIN
+    -- Lock order: request, then its deliveries, as reject() and confirm()
+    -- do, so that recording never deadlocks with an operator.
+    PERFORM 1 FROM delq.pending p
+     WHERE p.id IN (SELECT dl.request_id FROM delq.delivery dl WHERE dl.id = ANY (ids))
+     ORDER BY p.id
+       FOR UPDATE OF p;
+
     WITH o AS (
         SELECT dl.id, dl.request_id, dl.destination, dl.attempts, dl.attempts_base,
                o.outcome, nullif(o.status, 0) AS status, nullif(o.error, '') AS error,

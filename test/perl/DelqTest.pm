@@ -53,11 +53,12 @@ use HTTP::Tiny;
 use JSON::PP;
 use MIME::Base64 qw(decode_base64);
 use POSIX qw(WNOHANG);
+use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils ();
 use Test::More ();
 use Time::HiRes qw(usleep time);
 
-our @EXPORT = qw(start_sink poll_until verify_signature sign_webhook);
+our @EXPORT = qw(start_sink poll_until verify_signature sign_webhook delq_node);
 
 my $SINK_SCRIPT =
   File::Spec->rel2abs(dirname(__FILE__) . '/../sink/delq_sink.py');
@@ -130,6 +131,38 @@ sub poll_until
 	Test::More::diag("poll_until: no '$expected' after ${timeout_s}s from: $sql\n"
 		  . "last output: " . ($out // '') . "\nlast error: " . ($err // ''));
 	return 0;
+}
+
+=pod
+
+=item delq_node($name, %opts)
+
+A started PostgreSQL::Test::Cluster with delq preloaded and its worker in
+database "postgres".  Options: preload (default 1), extension (CREATE
+EXTENSION delq, default 1), allows_streaming, conf (extra postgresql.conf
+lines).  Retries are fast (retry_base 100ms, retry_max 2s) so that tests
+of outcomes finish quickly.
+
+=cut
+
+sub delq_node
+{
+	my ($name, %opts) = @_;
+	my $preload = $opts{preload} // 1;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(allows_streaming => $opts{allows_streaming} // 0);
+	$node->append_conf('postgresql.conf',
+		($preload ? "shared_preload_libraries = 'delq'\n" : '')
+		  . "delq.database = 'postgres'\n"
+		  . "delq.retry_base = '100ms'\n"
+		  . "delq.retry_max = '2s'\n"
+		  . "delq.idle_timeout = '1s'\n"
+		  . "log_min_messages = 'log'\n"
+		  . ($opts{conf} // ''));
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION delq')
+	  if $opts{extension} // 1;
+	return $node;
 }
 
 =pod
