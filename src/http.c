@@ -66,7 +66,7 @@ typedef struct DelqSocket
 /* One easy handle and what a transfer on it has received so far. */
 typedef struct DelqConn
 {
-	dlist_node	node;			/* in idle, active or finished */
+	dlist_node	node;			/* in idle, waiting, active or finished */
 	CURL	   *easy;
 	DelqTransfer *xfer;			/* NULL while idle */
 	struct curl_slist *headers;
@@ -83,9 +83,12 @@ struct DelqHttp
 	MemoryContext cxt;
 	CURLM	   *multi;
 	int			running;		/* started, not yet handed back */
+	int			max_inflight;	/* transfers in curl at most (0: no cap) */
+	int			ninflight;		/* transfers in curl */
 	int			max_idle;		/* pooled easy handles kept at most */
 	int			nidle;
 	dlist_head	idle;			/* DelqConn, ready for reuse */
+	dlist_head	waiting;		/* DelqConn, started, waiting for a slot */
 	dlist_head	active;			/* DelqConn, in the multi handle */
 	dlist_head	finished;		/* DelqConn, done, not yet handed back */
 
@@ -385,8 +388,10 @@ delq_http_create(int max_connections)
 								ALLOCSET_SMALL_SIZES);
 	http = MemoryContextAllocZero(cxt, sizeof(DelqHttp));
 	http->cxt = cxt;
+	http->max_inflight = Max(max_connections, 0);
 	http->max_idle = max_connections > 0 ? max_connections : DELQ_IDLE_HANDLES;
 	dlist_init(&http->idle);
+	dlist_init(&http->waiting);
 	dlist_init(&http->active);
 	dlist_init(&http->finished);
 	dlist_init(&http->sockets);
@@ -437,6 +442,13 @@ delq_http_destroy(DelqHttp *http)
 		DelqConn   *conn = dlist_container(DelqConn, node, iter.cur);
 
 		curl_multi_remove_handle(http->multi, conn->easy);
+		conn->xfer->priv = NULL;
+		conn_free(conn);
+	}
+	dlist_foreach_modify(iter, &http->waiting)
+	{
+		DelqConn   *conn = dlist_container(DelqConn, node, iter.cur);
+
 		conn->xfer->priv = NULL;
 		conn_free(conn);
 	}
@@ -656,34 +668,30 @@ finish_early(DelqHttp *http, DelqConn *conn, DelqTransferOutcome outcome,
 }
 
 /*
- * Begin one POST.  Everything that can throw (signing, a new handle)
- * happens before the transfer is counted, so an error leaves no trace.
- * A request that cannot be built fails through done() instead.
+ * The signature for a request sent now (NULL without a secret).  May
+ * throw, so callers sign before they change any state.
  */
-void
-delq_http_start(DelqHttp *http, DelqTransfer *xfer)
+static char *
+sign_transfer(DelqTransfer *xfer, int64 ts)
 {
-	int64		ts = (int64) time(NULL);
-	char	   *signature = NULL;
-	DelqConn   *conn;
+	if (xfer->secret == NULL)
+		return NULL;
+	return delq_signature(xfer->secret, xfer->webhook_id, ts,
+						  xfer->body, strlen(xfer->body));
+}
+
+/*
+ * Hand a counted transfer to curl, with the signature made for ts (freed
+ * here).  A request that cannot be built fails through done() instead.
+ * Never throws.
+ */
+static void
+launch_signed(DelqHttp *http, DelqConn *conn, int64 ts, char *signature)
+{
+	DelqTransfer *xfer = conn->xfer;
 	const char *err;
 	CURLcode	rc;
 	CURLMcode	mc;
-
-	if (xfer->secret != NULL)
-		signature = delq_signature(xfer->secret, xfer->webhook_id, ts,
-								   xfer->body, strlen(xfer->body));
-	conn = conn_acquire(http);
-
-	/* nothing below throws */
-	conn->xfer = xfer;
-	xfer->priv = conn;
-	xfer->outcome = DELQ_OUTCOME_PENDING;
-	xfer->http_status = 0;
-	xfer->retry_after_s = -1;
-	xfer->gone = false;
-	xfer->error[0] = '\0';
-	http->running++;
 
 	if (xfer->secret != NULL && signature == NULL)
 		err = "signing secret is not \"whsec_\" followed by base64 of 24 to 64 bytes";
@@ -708,6 +716,70 @@ delq_http_start(DelqHttp *http, DelqTransfer *xfer)
 		return;
 	}
 	dlist_push_tail(&http->active, &conn->node);
+	http->ninflight++;
+}
+
+/* Whether a transfer may go to curl now rather than wait for a slot. */
+static bool
+have_slot(DelqHttp *http)
+{
+	return http->max_inflight <= 0 || http->ninflight < http->max_inflight;
+}
+
+/*
+ * Begin one POST.  Everything that can throw (signing, a new handle)
+ * happens before the transfer is counted, so an error leaves no trace.
+ *
+ * With max_connections set, transfers beyond it wait in our own queue, not
+ * in curl's: curl would count the time spent queued against timeout_ms,
+ * and the signature's timestamp would age.  A queued transfer is signed
+ * when it is launched.
+ */
+void
+delq_http_start(DelqHttp *http, DelqTransfer *xfer)
+{
+	bool		now = have_slot(http) && dlist_is_empty(&http->waiting);
+	int64		ts = (int64) time(NULL);
+	char	   *signature = NULL;
+	DelqConn   *conn;
+
+	if (now)
+		signature = sign_transfer(xfer, ts);
+	conn = conn_acquire(http);
+
+	/* nothing below throws */
+	conn->xfer = xfer;
+	xfer->priv = conn;
+	xfer->outcome = DELQ_OUTCOME_PENDING;
+	xfer->http_status = 0;
+	xfer->retry_after_s = -1;
+	xfer->gone = false;
+	xfer->error[0] = '\0';
+	http->running++;
+
+	if (now)
+		launch_signed(http, conn, ts, signature);
+	else
+		dlist_push_tail(&http->waiting, &conn->node);
+}
+
+/*
+ * Launch queued transfers while there are free slots.  A transfer leaves
+ * the queue only once it is signed, so an error thrown while signing
+ * leaves it queued.
+ */
+static void
+launch_waiting(DelqHttp *http)
+{
+	while (have_slot(http) && !dlist_is_empty(&http->waiting))
+	{
+		DelqConn   *conn = dlist_head_element(DelqConn, node, &http->waiting);
+		int64		ts = (int64) time(NULL);
+		char	   *signature = sign_transfer(conn->xfer, ts);
+
+		dlist_delete(&conn->node);
+		launch_signed(http, conn, ts, signature);
+	}
 }
 
 /*
@@ -782,6 +854,7 @@ collect_finished(DelqHttp *http)
 		curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
 		conn = (DelqConn *) priv;
 		curl_multi_remove_handle(http->multi, easy);
+		http->ninflight--;
 		record_outcome(conn, result);
 		dlist_delete(&conn->node);
 		dlist_push_tail(&http->finished, &conn->node);
@@ -1006,6 +1079,7 @@ delq_http_wait(DelqHttp *http, long timeout_ms, DelqTransferDone done,
 		CHECK_FOR_INTERRUPTS();
 		run_due_timer(http);
 		collect_finished(http);
+		launch_waiting(http);
 		ndone += hand_back(http, done, arg);
 		if (ndone > 0 || latch_set)
 			break;

@@ -66,15 +66,22 @@ typedef struct DelqHttp DelqHttp;
 typedef void (*DelqTransferDone) (DelqTransfer *transfer, void *arg);
 
 /*
- * Create a client.  max_connections caps open sockets (0: no cap).
- * Calls curl_global_init on first use in this process.
+ * Create a client.  max_connections caps open sockets and transfers in
+ * flight (0: no cap); further transfers wait in a queue inside the client,
+ * and their timeout_ms only starts when they leave it.  Calls
+ * curl_global_init on first use in this process.  All bookkeeping lives in
+ * a memory context under TopMemoryContext, so a client survives the
+ * caller's transactions; delq_http_destroy frees it.
  */
 extern DelqHttp *delq_http_create(int max_connections);
 extern void delq_http_destroy(DelqHttp *http);
 
 /*
- * Begin one POST.  The webhook-timestamp is taken now, and the signature
- * computed over it.  Never blocks.
+ * Begin one POST.  The webhook-timestamp is taken, and the signature
+ * computed over it, when the request goes to curl: now, or when a slot
+ * frees up under max_connections.  Never blocks.  May be called from
+ * done().  A request that cannot be built (malformed secret, line break in
+ * a header) completes through done() with DELQ_OUTCOME_FAILED.
  */
 extern void delq_http_start(DelqHttp *http, DelqTransfer *transfer);
 

@@ -1,21 +1,6 @@
 -- Roles and privileges.  PUBLIC gets nothing.  Each role includes the one
 -- below it: delq_admin > delq_operator > delq_submitter.
 
-DO $$
-DECLARE
-    r text;
-BEGIN
-    FOREACH r IN ARRAY ARRAY['delq_submitter', 'delq_operator', 'delq_admin'] LOOP
-        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
-            EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
-        END IF;
-    END LOOP;
-END
-$$;
-
-GRANT delq_submitter TO delq_operator;
-GRANT delq_operator TO delq_admin;
-
 REVOKE ALL ON SCHEMA delq FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA delq FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA delq FROM PUBLIC;
@@ -34,8 +19,10 @@ GRANT EXECUTE ON FUNCTION delq.retry(uuid, text) TO delq_operator;
 GRANT EXECUTE ON FUNCTION delq.confirm(uuid, text) TO delq_operator;
 GRANT EXECUTE ON FUNCTION delq.archive(interval) TO delq_operator;
 GRANT EXECUTE ON FUNCTION delq.worker_running() TO delq_operator;
+GRANT EXECUTE ON FUNCTION delq.dispatch(integer) TO delq_operator;
 GRANT SELECT ON delq.pending, delq.finished, delq.delivery, delq.event, delq.route,
-                delq.overdue, delq.needs_attention, delq.destinations
+                delq.overdue, delq.needs_attention, delq.destinations,
+                delq.destination_health, delq.destination_state
     TO delq_operator;
 
 -- admins: destinations and routes, including their secrets
