@@ -97,17 +97,43 @@ AS $$
 $$;
 
 -- A call that must fail: its SQLSTATE and message, then whether the delq
--- tables are still as at the last snapshot.
+-- tables are still as at the last snapshot.  Should the call succeed, the
+-- result says so and lists what it wrote, and its writes are undone so
+-- that the following cases are not affected.
 CREATE FUNCTION regress.bad(sql text)
 RETURNS text
-LANGUAGE sql
+LANGUAGE plpgsql
 AS $$
-    SELECT regress.sqlstate(sql) || ' | ' || regress.unchanged();
+DECLARE
+    outcome text;
+    st text;
+    msg text;
+    hint text;
+BEGIN
+    BEGIN
+        EXECUTE sql;
+        outcome := 'ok (no error) | ' || regress.unchanged();
+        RAISE EXCEPTION 'undo' USING ERRCODE = 'RB001';
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
+                                hint = PG_EXCEPTION_HINT;
+        IF st = 'RB001' THEN
+            RETURN outcome;
+        END IF;
+    END;
+    RETURN st || ': '
+        || regexp_replace(msg, '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}',
+                          '<id>', 'g')
+        || CASE WHEN coalesce(hint, '') = '' THEN ' (no hint)' ELSE '' END
+        || ' | ' || regress.unchanged();
+END
 $$;
 
 -- The helpers work.
 SELECT regress.snapshot();
 SELECT regress.sqlstate('SELECT 1');
 SELECT regress.sqlstate('SELECT 1/0');
-SELECT regress.bad($$SELECT 'a2c4e6f8-0000-4000-8000-000000000000'::uuid, 1/0$$);
+SELECT regress.bad($$SELECT delq.approve('a2c4e6f8-0000-4000-8000-000000000000')$$);
+-- a call that wrongly succeeds is reported with what it wrote, then undone
+SELECT regress.bad($$SELECT delq.add_destination('t01', 'https://t01.example/erase')$$);
 SELECT regress.unchanged();

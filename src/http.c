@@ -102,6 +102,7 @@ struct DelqHttp
 	TimestampTz timer_deadline;
 
 	WaitEventSet *wes;
+	Latch	   *wes_latch;		/* the MyLatch that wes waits on */
 	WaitEvent  *events;			/* room for every event in wes */
 	int			nevents;
 };
@@ -487,7 +488,8 @@ conn_acquire(DelqHttp *http)
 
 	if (!dlist_is_empty(&http->idle))
 	{
-		conn = dlist_container(DelqConn, node, dlist_pop_head_node(&http->idle));
+		conn = dlist_container(DelqConn, node,
+							   dlist_pop_head_node(&http->idle));
 		http->nidle--;
 		curl_easy_reset(conn->easy);
 	}
@@ -530,28 +532,38 @@ conn_release(DelqHttp *http, DelqConn *conn)
 }
 
 /*
- * Append "name: value" to the header list.  Refuses line breaks, which
- * would let a value smuggle in headers of its own.  Never throws.
+ * Append one "Name: value" line to the header list.  Refuses line breaks,
+ * which would let a value smuggle in headers (or a body) of its own.
+ * Never throws.
  */
 static const char *
-add_header(struct curl_slist **list, const char *name, const char *value)
+add_line(struct curl_slist **list, const char *line)
 {
-	size_t		len = strlen(name) + 2 + strlen(value) + 1;
-	char	   *line;
 	struct curl_slist *next;
 
-	if (strpbrk(value, "\r\n") != NULL)
-		return "header value contains a line break";
-	line = malloc(len);
-	if (line == NULL)
-		return "out of memory";
-	snprintf(line, len, "%s: %s", name, value);
+	if (strpbrk(line, "\r\n") != NULL)
+		return "a request header contains a line break";
 	next = curl_slist_append(*list, line);
-	free(line);
 	if (next == NULL)
 		return "out of memory";
 	*list = next;
 	return NULL;
+}
+
+/* add_line() for a header made of name and value.  Never throws. */
+static const char *
+add_header(struct curl_slist **list, const char *name, const char *value)
+{
+	size_t		len = strlen(name) + 2 + strlen(value) + 1;
+	char	   *line = malloc(len);
+	const char *err;
+
+	if (line == NULL)
+		return "out of memory";
+	snprintf(line, len, "%s: %s", name, value);
+	err = add_line(list, line);
+	free(line);
+	return err;
 }
 
 /*
@@ -563,33 +575,26 @@ build_headers(DelqConn *conn, DelqTransfer *xfer, int64 ts,
 			  const char *signature)
 {
 	char		tsbuf[32];
-	const char *err;
-	struct curl_slist *next;
+	const char *names[] = {"Content-Type", "webhook-id", "webhook-timestamp",
+	"webhook-signature", "Idempotency-Key"};
+	const char *values[] = {"application/json", xfer->webhook_id, tsbuf,
+	signature, xfer->webhook_id};
+	const char *err = NULL;
 	int			i;
 
 	snprintf(tsbuf, sizeof(tsbuf), INT64_FORMAT, ts);
-	if ((err = add_header(&conn->headers, "Content-Type", "application/json")) ||
-		(err = add_header(&conn->headers, "webhook-id", xfer->webhook_id)) ||
-		(err = add_header(&conn->headers, "webhook-timestamp", tsbuf)) ||
-		(signature &&
-		 (err = add_header(&conn->headers, "webhook-signature", signature))) ||
-		(err = add_header(&conn->headers, "Idempotency-Key", xfer->webhook_id)))
-		return err;
-
-	for (i = 0; i < xfer->nheaders; i++)
+	for (i = 0; i < lengthof(names) && err == NULL; i++)
 	{
-		if (strpbrk(xfer->headers[i], "\r\n") != NULL)
-			return "extra header contains a line break";
-		if ((next = curl_slist_append(conn->headers, xfer->headers[i])) == NULL)
-			return "out of memory";
-		conn->headers = next;
+		if (values[i] != NULL)	/* no signature without a secret */
+			err = add_header(&conn->headers, names[i], values[i]);
 	}
+	for (i = 0; i < xfer->nheaders && err == NULL; i++)
+		err = add_line(&conn->headers, xfer->headers[i]);
 
 	/* no "Expect: 100-continue" round trip before the body */
-	if ((next = curl_slist_append(conn->headers, "Expect:")) == NULL)
-		return "out of memory";
-	conn->headers = next;
-	return NULL;
+	if (err == NULL)
+		err = add_line(&conn->headers, "Expect:");
+	return err;
 }
 
 #define SETOPT(opt, val) \
@@ -694,7 +699,7 @@ launch_signed(DelqHttp *http, DelqConn *conn, int64 ts, char *signature)
 	CURLMcode	mc;
 
 	if (xfer->secret != NULL && signature == NULL)
-		err = "signing secret is not \"whsec_\" followed by base64 of 24 to 64 bytes";
+		err = "signing secret is not \"whsec_\" and base64 of 24 to 64 bytes";
 	else
 		err = build_headers(conn, xfer, ts, signature);
 	if (signature != NULL)
@@ -947,7 +952,9 @@ rebuild_wait_set(DelqHttp *http)
 	}
 
 	http->wes = CreateWaitEventSet(http->cxt, size);
-	AddWaitEventToSet(http->wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	http->wes_latch = MyLatch;
+	AddWaitEventToSet(http->wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch,
+					  NULL);
 	if (IsUnderPostmaster)
 		AddWaitEventToSet(http->wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET,
 						  NULL, NULL);
@@ -968,7 +975,8 @@ rebuild_wait_set(DelqHttp *http)
 
 /*
  * Bring the WaitEventSet in line with what curl asked for since the last
- * wait: ModifyWaitEvent when only directions changed, else rebuild.
+ * wait: ModifyWaitEvent when only directions changed, else rebuild (also
+ * when MyLatch is no longer the latch the set was built with).
  */
 static void
 prepare_wait_set(DelqHttp *http)
@@ -994,7 +1002,7 @@ prepare_wait_set(DelqHttp *http)
 		}
 		http->sockets_changed = false;
 	}
-	if (http->sockets_dirty || http->wes == NULL)
+	if (http->sockets_dirty || http->wes == NULL || http->wes_latch != MyLatch)
 		rebuild_wait_set(http);
 }
 

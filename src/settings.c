@@ -14,6 +14,7 @@
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "settings.h"
@@ -36,24 +37,6 @@ char	   *delq_ca_file = NULL;
 void
 delq_define_settings(void)
 {
-	DefineCustomStringVariable("delq.database",
-							   "Database in which the delq worker runs.",
-							   NULL,
-							   &delq_database,
-							   "postgres",
-							   PGC_POSTMASTER,
-							   GUC_SUPERUSER_ONLY,
-							   NULL, NULL, NULL);
-
-	DefineCustomStringVariable("delq.worker_role",
-							   "Role the delq worker connects as (default: the bootstrap superuser).",
-							   NULL,
-							   &delq_worker_role,
-							   "",
-							   PGC_POSTMASTER,
-							   GUC_SUPERUSER_ONLY,
-							   NULL, NULL, NULL);
-
 	DefineCustomIntVariable("delq.default_deadline",
 							"Time a request has to be completed when submit() is given no due_at.",
 							NULL,
@@ -161,6 +144,32 @@ delq_define_settings(void)
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+
+	/*
+	 * The worker's own settings exist only when preloaded: PostgreSQL
+	 * refuses to define postmaster-level settings in a running session,
+	 * where delq.dispatch() must still work.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+	{
+		DefineCustomStringVariable("delq.database",
+								   "Database in which the delq worker runs.",
+								   NULL,
+								   &delq_database,
+								   "postgres",
+								   PGC_POSTMASTER,
+								   GUC_SUPERUSER_ONLY,
+								   NULL, NULL, NULL);
+
+		DefineCustomStringVariable("delq.worker_role",
+								   "Role the delq worker connects as (default: the bootstrap superuser).",
+								   NULL,
+								   &delq_worker_role,
+								   "",
+								   PGC_POSTMASTER,
+								   GUC_SUPERUSER_ONLY,
+								   NULL, NULL, NULL);
+	}
 
 	MarkGUCPrefixReserved("delq");
 }

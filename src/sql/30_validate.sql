@@ -206,7 +206,7 @@ $$;
 
 -- An interval between lo and hi, returned in milliseconds.
 CREATE FUNCTION delq._check_duration(arg text, val interval, lo interval, hi interval)
-RETURNS integer
+RETURNS bigint
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -216,7 +216,7 @@ BEGIN
         PERFORM delq._invalid(arg, format('is out of range (%s)', val),
                               format('%s must be between %s and %s.', arg, lo, hi));
     END IF;
-    RETURN (extract(epoch FROM val) * 1000)::integer;
+    RETURN (extract(epoch FROM val) * 1000)::bigint;
 END
 $$;
 

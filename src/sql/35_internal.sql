@@ -110,7 +110,8 @@ BEGIN
     SELECT 'queued', r.id, new.destination FROM new;
     GET DIAGNOSTICS planned = ROW_COUNT;
 
-    IF planned = 0 AND NOT EXISTS (SELECT 1 FROM delq.delivery dl WHERE dl.request_id = r.id) THEN
+    IF NOT EXISTS (SELECT 1 FROM delq.delivery dl
+                    WHERE dl.request_id = r.id AND dl.state <> 'cancelled') THEN
         UPDATE delq.pending p SET status = 'failed', failure_reason = 'no route matched'
          WHERE p.id = r.id;
         PERFORM delq._log('no_route', r.id, NULL,
@@ -119,6 +120,8 @@ BEGIN
     ELSIF r.status <> 'forwarding' THEN
         UPDATE delq.pending p SET status = 'forwarding', failure_reason = NULL
          WHERE p.id = r.id;
+        -- re-planned next to deliveries that are already done
+        PERFORM delq._refresh_status(ARRAY[r.id]);
     END IF;
     RETURN planned;
 END

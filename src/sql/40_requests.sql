@@ -143,8 +143,10 @@ BEGIN
                   HINT = 'See delq.delivery for the destinations of this request, or pass NULL for all.';
     END IF;
 
-    -- No delivery at all: no route matched; plan again with today's routes.
-    IF NOT EXISTS (SELECT 1 FROM delq.delivery d WHERE d.request_id = r.id) THEN
+    -- Nothing failed to requeue (no route matched, or every delivery was
+    -- cancelled): plan again with today's routes.
+    IF destination IS NULL AND NOT EXISTS (
+        SELECT 1 FROM delq.delivery d WHERE d.request_id = r.id AND d.state <> 'cancelled') THEN
         PERFORM delq._log('retried', r.id, NULL, '{"replanned": true}');
         n := delq._plan(r.id);
         PERFORM delq._wake_on_commit();

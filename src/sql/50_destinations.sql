@@ -122,7 +122,8 @@ $$;
 
 -- Change a destination: NULL leaves a setting as it is.  secret => ''
 -- removes the signing secret; headers => '{}' removes the extra headers;
--- ca_file, client_cert, client_key => '' return to the defaults.
+-- ca_file, client_cert, client_key => '' and max_attempts => 0,
+-- retry_base, retry_max => '0' return to the defaults (the settings).
 CREATE FUNCTION delq.alter_destination(name text,
                                        url text DEFAULT NULL,
                                        headers jsonb DEFAULT NULL,
@@ -157,13 +158,17 @@ BEGIN
         d.connect_timeout_ms := delq._check_duration('connect_timeout', connect_timeout,
                                                      '100 milliseconds', '5 minutes');
     END IF;
-    d.max_attempts := coalesce(max_attempts, d.max_attempts);
+    d.max_attempts := CASE WHEN max_attempts = 0 THEN NULL ELSE coalesce(max_attempts, d.max_attempts) END;
     d.concurrency := coalesce(concurrency, d.concurrency);
     d.confirm := coalesce(confirm, d.confirm);
-    IF retry_base IS NOT NULL THEN
+    IF retry_base = interval '0' THEN
+        d.retry_base_ms := NULL;
+    ELSIF retry_base IS NOT NULL THEN
         d.retry_base_ms := delq._check_duration('retry_base', retry_base, '1 millisecond', '1 day');
     END IF;
-    IF retry_max IS NOT NULL THEN
+    IF retry_max = interval '0' THEN
+        d.retry_max_ms := NULL;
+    ELSIF retry_max IS NOT NULL THEN
         d.retry_max_ms := delq._check_duration('retry_max', retry_max, '1 second', '30 days');
     END IF;
     d.enabled := coalesce(enabled, d.enabled);
@@ -216,6 +221,13 @@ BEGIN
                   HINT = 'Pause it with delq.alter_destination(name, enabled => false), or pass cancel_deliveries => true to cancel them.';
     END IF;
     IF open_count > 0 THEN
+        -- lock order: requests, then deliveries, as everywhere else
+        PERFORM 1 FROM delq.pending p
+         WHERE p.id IN (SELECT dl.request_id FROM delq.delivery dl
+                         WHERE dl.destination = d.name
+                           AND dl.state IN ('queued', 'sending', 'awaiting_confirmation', 'failed'))
+         ORDER BY p.id
+           FOR UPDATE OF p;
         -- a delivery in flight may still arrive; its answer is then ignored
         WITH cancelled AS (
             UPDATE delq.delivery dl SET state = 'cancelled', lease_until = NULL

@@ -40,7 +40,7 @@ CREATE TEMP TABLE fn_spec (fn name PRIMARY KEY, level integer NOT NULL);
 INSERT INTO fn_spec VALUES
     ('submit', 1),
     ('approve', 2), ('reject', 2), ('retry', 2), ('confirm', 2), ('archive', 2),
-    ('worker_running', 2),
+    ('worker_running', 2), ('dispatch', 2),
     ('add_destination', 3), ('alter_destination', 3), ('drop_destination', 3),
     ('add_route', 3), ('drop_route', 3);
 
@@ -51,6 +51,7 @@ INSERT INTO rel_spec VALUES
     ('requests', 1),
     ('pending', 2), ('finished', 2), ('delivery', 2), ('event', 2), ('route', 2),
     ('overdue', 2), ('needs_attention', 2), ('destinations', 2),
+    ('destination_health', 2), ('destination_state', 2),
     ('destination', 3);
 
 -- Every function and relation of the schema, with the level it needs
