@@ -135,5 +135,6 @@ SELECT regress.sqlstate('SELECT 1');
 SELECT regress.sqlstate('SELECT 1/0');
 SELECT regress.bad($$SELECT delq.approve('a2c4e6f8-0000-4000-8000-000000000000')$$);
 -- a call that wrongly succeeds is reported with what it wrote, then undone
-SELECT regress.bad($$SELECT delq.add_destination('t01', 'https://t01.example/erase')$$);
+SELECT regress.bad($$SELECT delq.add_destination('t01', 'https://t01.example/erase')$$)
+       LIKE 'ok (no error) | WRITTEN: %destination 0->1%' AS reported;
 SELECT regress.unchanged();

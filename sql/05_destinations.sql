@@ -53,6 +53,12 @@ SELECT delq.alter_destination('t05_a', headers => '{}', ca_file => '', client_ce
                               client_key => '', enabled => true);
 SELECT headers, ca_file, client_cert, client_key, enabled
   FROM delq.destination WHERE name = 't05_a';
+-- max_attempts => 0 and retry_base, retry_max => '0' return to the
+-- settings' defaults.
+SELECT delq.alter_destination('t05_a', max_attempts => 0, retry_base => '0', retry_max => '0');
+SELECT max_attempts, retry_base_ms, retry_max_ms FROM delq.destination WHERE name = 't05_a';
+SELECT delq.alter_destination('t05_a', max_attempts => 9, retry_max => '30 days');
+SELECT max_attempts, retry_base_ms, retry_max_ms FROM delq.destination WHERE name = 't05_a';
 -- Each change is logged with the names of what changed, never the values.
 SELECT kind, detail FROM delq.event
  WHERE kind = 'destination_altered' AND destination = 't05_a' ORDER BY id;

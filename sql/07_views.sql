@@ -63,7 +63,8 @@ SELECT delq.submit('fay.t07@example.com', 't07', external_id => 'T07-late-held',
 SELECT delq.submit('gus.t07@example.com', 't07', external_id => 'T07-late-rejected',
                    due_at => now() + interval '0.5 s') AS late_rejected \gset
 RESET delq.require_approval;
-SELECT count(*) AS overdue FROM delq.overdue WHERE source = 't07';
+SELECT delq.submit('hal.t07@example.com', 't07', external_id => 'T07-later',
+                   due_at => now() + interval '1 hour') AS later \gset
 SELECT pg_sleep(0.6);
 SELECT delq.confirm(:'late_done', 't07_a'), delq.confirm(:'late_done', 't07_b');
 SELECT delq.reject(:'late_rejected', 'not a customer');

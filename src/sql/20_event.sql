@@ -38,6 +38,10 @@ CREATE TRIGGER event_no_truncate
     BEFORE TRUNCATE ON delq.event
     FOR EACH STATEMENT EXECUTE FUNCTION delq._event_is_append_only();
 
+-- Fire also under session_replication_role = replica.
+ALTER TABLE delq.event ENABLE ALWAYS TRIGGER event_no_update_delete;
+ALTER TABLE delq.event ENABLE ALWAYS TRIGGER event_no_truncate;
+
 -- Record one event.  actor defaults to session_user, which inside a
 -- SECURITY DEFINER function is still the role that logged in.
 CREATE FUNCTION delq._log(kind text, request_id uuid, destination text DEFAULT NULL,

@@ -82,7 +82,7 @@ $$;
 -- Plan one delivery per destination with a matching route; a request that
 -- matches nothing fails so that an operator sees it.  Returns the number
 -- of deliveries planned.  The caller holds the request's row lock.
-CREATE FUNCTION delq._plan(request_id uuid)
+CREATE FUNCTION delq._plan(request_id uuid, actor text DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -106,8 +106,8 @@ BEGIN
         ON CONFLICT ON CONSTRAINT delivery_request_id_destination_key DO NOTHING
         RETURNING delivery.destination
     )
-    INSERT INTO delq.event (kind, request_id, destination)
-    SELECT 'queued', r.id, new.destination FROM new;
+    INSERT INTO delq.event (kind, request_id, destination, actor)
+    SELECT 'queued', r.id, new.destination, coalesce(actor, session_user) FROM new;
     GET DIAGNOSTICS planned = ROW_COUNT;
 
     IF NOT EXISTS (SELECT 1 FROM delq.delivery dl
@@ -116,12 +116,13 @@ BEGIN
          WHERE p.id = r.id;
         PERFORM delq._log('no_route', r.id, NULL,
                           jsonb_build_object('status', 'failed', 'routing_keys',
-                                             (SELECT jsonb_agg(k) FROM jsonb_object_keys(doc) k)));
+                                             (SELECT jsonb_agg(k) FROM jsonb_object_keys(doc) k)),
+                          actor);
     ELSIF r.status <> 'forwarding' THEN
         UPDATE delq.pending p SET status = 'forwarding', failure_reason = NULL
          WHERE p.id = r.id;
         -- re-planned next to deliveries that are already done
-        PERFORM delq._refresh_status(ARRAY[r.id]);
+        PERFORM delq._refresh_status(ARRAY[r.id], actor);
     END IF;
     RETURN planned;
 END
@@ -188,7 +189,7 @@ BEGIN
          FOR UPDATE SKIP LOCKED
     LOOP
         PERFORM delq._log('released', rid, NULL, '{"by": "hold_period"}', 'delq');
-        PERFORM delq._plan(rid);
+        PERFORM delq._plan(rid, 'delq');
         released := released + 1;
     END LOOP;
     RETURN released;

@@ -245,7 +245,6 @@ BEGIN
                jsonb_agg(jsonb_build_object(
                    'destination', dl.destination, 'state', dl.state,
                    'attempts', dl.attempts, 'last_status', dl.last_status,
-                   'last_error', dl.last_error,
                    'first_attempt_at', dl.first_attempt_at,
                    'last_attempt_at', dl.last_attempt_at,
                    'confirmed_at', dl.confirmed_at, 'webhook_id', dl.webhook_id)

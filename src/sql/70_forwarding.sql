@@ -133,6 +133,10 @@ BEGIN
     WITH o AS (
         SELECT dl.id, dl.request_id, dl.destination, dl.attempts, dl.attempts_base,
                o.outcome, nullif(o.status, 0) AS status, nullif(o.error, '') AS error,
+               -- what events and health keep: never the answer's body, which
+               -- may quote personal data
+               CASE WHEN o.error LIKE 'HTTP %' THEN split_part(o.error, ':', 1)
+                    ELSE nullif(o.error, '') END AS error_class,
                o.retry_after, t.confirm,
                coalesce(t.max_attempts, default_attempts) AS max_attempts,
                coalesce(t.retry_base_ms, base_ms) AS base_ms,
@@ -168,14 +172,14 @@ BEGIN
           FROM decided d
          WHERE dl.id = d.id
         RETURNING dl.request_id, dl.destination, dl.state, dl.attempts, dl.next_attempt_at,
-                  d.status, d.error, d.outcome
+                  d.status, d.error_class, d.outcome
     ), logged AS (
         INSERT INTO delq.event (kind, request_id, destination, detail, actor)
         SELECT CASE u.state WHEN 'queued' THEN 'retry_scheduled' ELSE u.state END,
                u.request_id, u.destination,
                jsonb_strip_nulls(jsonb_build_object(
                    'attempt', u.attempts, 'status', u.status,
-                   'error', CASE WHEN u.outcome <> 'confirmed' THEN u.error END,
+                   'error', CASE WHEN u.outcome <> 'confirmed' THEN u.error_class END,
                    'next_attempt_at', CASE WHEN u.state = 'queued' THEN u.next_attempt_at END)),
                'delq'
           FROM updated u
@@ -198,7 +202,8 @@ BEGIN
                     THEN now() + cooldown END AS open_until,
                CASE WHEN bool_or(o.outcome = 'confirmed') THEN now() END AS last_success_at,
                CASE WHEN bool_or(o.outcome <> 'confirmed') THEN now() END AS last_failure_at,
-               (array_agg(o.error ORDER BY o.id DESC) FILTER (WHERE o.outcome <> 'confirmed'))[1] AS last_failure
+               (array_agg(CASE WHEN o.error LIKE 'HTTP %' THEN split_part(o.error, ':', 1) ELSE o.error END
+                          ORDER BY o.id DESC) FILTER (WHERE o.outcome <> 'confirmed'))[1] AS last_failure
           FROM unnest(ids, outcomes, errors, gone) AS o(id, outcome, error, gone)
           JOIN delq.delivery dl ON dl.id = o.id
          GROUP BY dl.destination

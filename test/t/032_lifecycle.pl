@@ -32,10 +32,13 @@ sub activity
 		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = '$what'");
 }
 
-# delq.database names a database that does not exist yet.
+# delq.database names a database that does not exist yet.  delq_node sets
+# log_min_messages = 'log', which in the server log ranks above ERROR and
+# WARNING and so hides them: 'warning' shows both, and LOG lines too.
 my $node = delq_node('life',
 	extension => 0,
 	conf => "delq.database = 'appdb'\n"
+	  . "log_min_messages = 'warning'\n"
 	  . "delq.breaker_threshold = 100000\n");
 my $sink = start_sink();
 

@@ -17,6 +17,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/latch.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -203,6 +204,8 @@ ht_wait(PG_FUNCTION_ARGS)
 	TimestampTz t0 = GetCurrentTimestamp();
 	bool		latch;
 
+	/* a new backend starts with its latch set (SwitchToSharedLatch) */
+	ResetLatch(MyLatch);
 	PG_TRY();
 	{
 		latch = delq_http_wait(http, PG_GETARG_INT64(0), NULL, NULL,
@@ -231,6 +234,7 @@ ht_abandon(PG_FUNCTION_ARGS)
 	x.body = "{}";
 	x.webhook_id = "msg_abandon";
 	x.timeout_ms = 60000;
+	ResetLatch(MyLatch);
 	delq_http_start(http, &x);
 	latch = delq_http_wait(http, PG_GETARG_INT32(1), NULL, NULL,
 						   PG_WAIT_EXTENSION);
