@@ -17,7 +17,8 @@ OBJS = \
 	src/store.o \
 	src/worker.o \
 	src/forward.o \
-	src/dispatch.o
+	src/dispatch.o \
+	src/hmac.o
 
 PG_CPPFLAGS = -I$(srcdir)/src
 SHLIB_LINK = -lcurl

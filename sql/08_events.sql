@@ -27,7 +27,8 @@ SELECT bool_and(at >= prev) AS ordered
   FROM (SELECT at, lag(at, 1, '-infinity') OVER (ORDER BY id) AS prev FROM delq.event) e;
 
 -- Every event of this database so far was made by the session user,
--- except the releases of held requests, made by delq itself.
+-- except the release of a held request after its hold period and the
+-- planning that followed, made by delq itself.
 SELECT CASE WHEN actor = session_user THEN 'session_user' ELSE actor END AS actor,
        count(*) > 0 AS some
   FROM delq.event GROUP BY 1 ORDER BY 1;

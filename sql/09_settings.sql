@@ -5,9 +5,11 @@
 \set VERBOSITY default
 
 -- The settings are defined when the library loads (here without
--- shared_preload_libraries).
+-- shared_preload_libraries).  delq.database and delq.worker_role, the
+-- worker's postmaster-level settings, exist only when preloaded.
 LOAD 'delq';
-SHOW delq.database;
+SELECT count(*) AS worker_settings_without_preload
+  FROM pg_settings WHERE name IN ('delq.database', 'delq.worker_role');
 SHOW delq.default_deadline;
 SHOW delq.hold_period;
 SHOW delq.require_approval;
@@ -20,7 +22,6 @@ SHOW delq.idle_timeout;
 SHOW delq.breaker_threshold;
 SHOW delq.breaker_cooldown;
 SHOW delq.ca_file;
-SHOW delq.worker_role;
 
 -- Every one is documented.
 SELECT count(*) > 10 AS many, count(*) FILTER (WHERE coalesce(short_desc, '') = '') AS undocumented

@@ -142,7 +142,7 @@ BEGIN
         PERFORM delq._invalid('url', format('%s is not an http or https URL with a host', quote_literal(left(val, 100))),
                               'Use http://host[:port]/path or https://host[:port]/path, at most 2048 characters, without credentials or fragment; put credentials in headers.');
     END IF;
-    IF coalesce(substring(val from '^https?://(?:\[[^]]*\]|[^:/?]*):([0-9]+)')::integer, 1) NOT BETWEEN 1 AND 65535 THEN
+    IF coalesce(substring(val from '(?i)^https?://(?:\[[^]]*\]|[^:/?]*):([0-9]+)')::integer, 1) NOT BETWEEN 1 AND 65535 THEN
         PERFORM delq._invalid('url', 'has a port outside 1..65535', 'Use a TCP port between 1 and 65535.');
     END IF;
     RETURN val;

@@ -97,9 +97,11 @@ BEGIN
 
     -- The worker commits its claim (attempts + 1) before sending, so once
     -- these rows are locked, attempts tells whether anything left.
+    PERFORM 1 FROM delq.delivery d WHERE d.request_id = r.id FOR UPDATE;
     SELECT string_agg(dl.destination, ', ' ORDER BY dl.destination) INTO sent
-      FROM (SELECT * FROM delq.delivery d WHERE d.request_id = r.id FOR UPDATE) dl
-     WHERE dl.attempts > 0 OR dl.state IN ('sending', 'awaiting_confirmation', 'confirmed');
+      FROM delq.delivery dl
+     WHERE dl.request_id = r.id
+       AND (dl.attempts > 0 OR dl.state IN ('sending', 'awaiting_confirmation', 'confirmed'));
     IF sent IS NOT NULL THEN
         RAISE EXCEPTION 'request % has already been sent to %', r.id, sent
             USING ERRCODE = 'object_not_in_prerequisite_state',

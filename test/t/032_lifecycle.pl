@@ -42,8 +42,12 @@ my $node = delq_node('life',
 	  . "delq.breaker_threshold = 100000\n");
 my $sink = start_sink();
 
+# The log shows an ERROR when there is one (so "no ERROR" below means it).
+$node->psql('postgres', 'SELECT 1/0');
+ok($node->log_contains(qr/ERROR:  division by zero/), 'the server log shows ERRORs');
+
 # --- waiting for the database -----------------------------------------------
-my $offset = 0;    # the whole log, from initdb's first start on
+my $offset = -s $node->logfile;
 ok(poll_until($node, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'delq launcher'",
 		'1', 30),
 	'the delq launcher runs');

@@ -1,0 +1,207 @@
+
+# 033_dispatch.pl
+#     delq without shared_preload_libraries: no worker, nothing is sent by
+#     itself, and delq.dispatch() does one forwarding pass in the calling
+#     session (bounded by max_deliveries, retrying after backoff, claims
+#     rolled back with the caller's transaction); then the same driven by
+#     real pg_cron.
+#
+#     The pg_cron node is set up first and its job scheduled, so that a
+#     minute-granular pg_cron (before 1.5) runs while the rest is tested.
+
+use strict;
+use warnings;
+
+use DelqTest;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+my $t_start = time;
+my $sink = start_sink();
+
+# A node without shared_preload_libraries.
+my $node = delq_node('plain', preload => 0);
+
+# --- pg_cron node: schedule now, check at the end ---------------------------
+my $cron = delq_node('cron',
+	preload => 0,
+	extension => 1,
+	conf => "shared_preload_libraries = 'pg_cron'\n"
+	  . "cron.database_name = 'postgres'\n"
+	  # the nodes listen on a Unix socket only: pg_cron connects there
+	  . "cron.host = '" . $node->host . "'\n");
+$cron->safe_psql('postgres',
+	"CREATE EXTENSION pg_cron;
+	 SELECT delq.add_destination('viacron', '" . $sink->url('viacron', '/hook') . "');
+	 SELECT delq.add_route('viacron', '{}');");
+my $cron_version = $cron->safe_psql('postgres',
+	"SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'");
+my ($ret, $out, $err) = $cron->psql('postgres',
+	"SELECT cron.schedule('delq', '1 second', 'SELECT delq.dispatch()')");
+my $cron_every_second = $ret == 0;
+my $cron_wait = 30;
+unless ($cron_every_second)
+{
+	note "pg_cron $cron_version has no second schedules ($err): every minute instead";
+	$cron->safe_psql('postgres',
+		"SELECT cron.schedule('delq', '* * * * *', 'SELECT delq.dispatch()')");
+	$cron_wait = 90;
+}
+my @cron_ids = split /\n/, $cron->safe_psql('postgres',
+	"SELECT delq.submit('cron-user-' || g, 'cron') FROM generate_series(1, 3) g");
+my $t_cron = time;
+
+# --- no worker, nothing sent by itself --------------------------------------
+is($node->safe_psql('postgres', 'SELECT delq.worker_running()'), 'f',
+	'delq.worker_running() is false without preload');
+is( $node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'delq%'"),
+	'0', 'no delq process in pg_stat_activity');
+
+for my $d (qw(alpha beta))
+{
+	$node->safe_psql('postgres',
+		"SELECT delq.add_destination('$d', '" . $sink->url($d, '/hook') . "');
+		 SELECT delq.add_route('$d', '{}');");
+}
+$node->safe_psql('postgres',
+	"SELECT delq.submit('user-' || g, 'app') FROM generate_series(1, 5) g");
+sleep 2;
+is($sink->count('alpha') + $sink->count('beta'), 0, 'after 2 s nothing was sent');
+is( $node->safe_psql('postgres',
+		"SELECT count(*) FILTER (WHERE state = 'queued' AND attempts = 0) || '/' || count(*)
+		   FROM delq.delivery"),
+	'10/10', 'all 10 deliveries still queued, never attempted');
+is($node->safe_psql('postgres', "SELECT string_agg(DISTINCT status, ',') FROM delq.pending"),
+	'forwarding', 'requests are forwarding');
+
+# --- one pass sends and records everything due ------------------------------
+is($node->safe_psql('postgres', 'SELECT delq.dispatch()'), '10',
+	'delq.dispatch() returns the 10 deliveries it handled');
+is($sink->count('alpha') . '/' . $sink->count('beta'), '5/5', 'the sink received 5 + 5');
+is( $node->safe_psql('postgres',
+		"SELECT count(*) FILTER (WHERE state = 'confirmed' AND attempts = 1) FROM delq.delivery"),
+	'10', 'all deliveries confirmed after one attempt');
+is($node->safe_psql('postgres', "SELECT string_agg(DISTINCT status, ',') FROM delq.pending"),
+	'completed', 'all requests completed');
+my %seen = map { ($_->{headers}{'webhook-id'} => 1) } $sink->requests;
+is( scalar(grep { !$seen{$_} } split /\n/,
+		$node->safe_psql('postgres', 'SELECT webhook_id FROM delq.delivery')),
+	0, 'the sink saw every webhook id');
+is($node->safe_psql('postgres', 'SELECT delq.dispatch()'), '0',
+	'a second pass has nothing to do');
+
+# --- max_deliveries bounds a pass -------------------------------------------
+$node->safe_psql('postgres',
+	"SELECT delq.submit('bulk-' || g, 'bulk') FROM generate_series(1, 10) g");
+my $before = $sink->count;
+my $confirmed_bulk = "SELECT count(*) FROM delq.delivery d JOIN delq.pending p
+                        ON p.id = d.request_id
+                     WHERE p.source = 'bulk' AND d.state = 'confirmed'";
+is($node->safe_psql('postgres', 'SELECT delq.dispatch(max_deliveries => 3)'), '3',
+	'dispatch(max_deliveries => 3) handles 3');
+is($sink->count - $before, 3, '... the sink received 3');
+is($node->safe_psql('postgres', $confirmed_bulk), '3', '... 3 confirmed');
+is( $node->safe_psql('postgres',
+		"SELECT count(*) FROM delq.delivery WHERE state = 'queued' AND attempts = 0"),
+	'17', '... the other 17 untouched');
+is($node->safe_psql('postgres', 'SELECT delq.dispatch(7)'), '7', 'dispatch(7) handles 7');
+is($node->safe_psql('postgres', 'SELECT delq.dispatch(1000)'), '10', 'dispatch(1000) the rest');
+is($sink->count - $before, 20, 'the sink received 20 in all, none twice');
+is( $node->safe_psql('postgres',
+		"SELECT count(*) FROM delq.pending WHERE source = 'bulk' AND status = 'completed'"),
+	'10', 'all bulk requests completed');
+
+# --- the caller's transaction owns the claims --------------------------------
+my $rb_id = $node->safe_psql('postgres', "SELECT delq.submit('rollback-user', 'app')");
+$before = $sink->count;
+$node->safe_psql('postgres', 'BEGIN; SELECT delq.dispatch(); ROLLBACK;');
+is($sink->count - $before, 2, 'a pass that rolls back has sent 2 webhooks');
+is( $node->safe_psql('postgres',
+		"SELECT string_agg(state || ':' || attempts, ',') FROM delq.delivery
+		  WHERE request_id = '$rb_id'"),
+	'queued:0,queued:0', '... but its claims and outcomes rolled back');
+is($node->safe_psql('postgres', 'SELECT delq.dispatch()'), '2', 'the next pass sends again');
+is($node->safe_psql('postgres', "SELECT status FROM delq.pending WHERE id = '$rb_id'"),
+	'completed', '... and completes the request');
+my @ids = split /\n/, $node->safe_psql('postgres',
+	"SELECT webhook_id FROM delq.delivery WHERE request_id = '$rb_id'");
+for my $id (@ids)
+{
+	is(scalar(grep { $_->{headers}{'webhook-id'} eq $id } $sink->requests),
+		2, "webhook $id was resent with the same id");
+}
+
+# --- a 503 is retried by a later pass, after its backoff ---------------------
+$sink->control('flaky', { status => 503, retry_after => '3', times => 1 });
+$node->safe_psql('postgres',
+	"SELECT delq.add_destination('flaky', '" . $sink->url('flaky', '/hook') . "',
+	                             retry_max => '10s');
+	 SELECT delq.add_route('flaky', '{\"to\": \"flaky\"}');");
+my $f_id = $node->safe_psql('postgres',
+	"SELECT delq.submit('frank', 'app', attributes => '{\"to\": \"flaky\"}')");
+my $flaky = "SELECT %s FROM delq.delivery WHERE request_id = '$f_id' AND destination = 'flaky'";
+is($node->safe_psql('postgres', 'SELECT delq.dispatch()'), '3',
+	'dispatch() handles alpha, beta and flaky');
+is( $node->safe_psql('postgres',
+		sprintf($flaky,
+			"state || ' ' || attempts || ' ' || last_status || ' ' ||
+			 (next_attempt_at > now() + interval '1 second')")),
+	'queued 1 503 t', 'flaky answered 503: queued for a retry after Retry-After (3 s)');
+is($node->safe_psql('postgres', "SELECT status FROM delq.pending WHERE id = '$f_id'"),
+	'forwarding', 'the request is still forwarding');
+is($node->safe_psql('postgres', 'SELECT delq.dispatch()'), '0',
+	'a pass before the backoff has passed sends nothing');
+is($sink->count('flaky'), 1, '... the sink got flaky once');
+ok(poll_until($node, sprintf($flaky, 'next_attempt_at <= now()'), 't', 30), 'backoff passes');
+is($node->safe_psql('postgres', 'SELECT delq.dispatch()'), '1', 'a later pass retries flaky');
+is($node->safe_psql('postgres', sprintf($flaky, "state || ' ' || attempts")),
+	'confirmed 2', 'flaky confirmed on attempt 2');
+is($node->safe_psql('postgres', "SELECT status FROM delq.pending WHERE id = '$f_id'"),
+	'completed', 'the request completed');
+my @f = $sink->requests('flaky');
+is(scalar @f, 2, 'the sink got flaky twice');
+is($f[0]{headers}{'webhook-id'}, $f[1]{headers}{'webhook-id'}, '... with the same webhook id');
+
+# --- argument validation ----------------------------------------------------
+for my $case ([ 'NULL', '22004' ], [ '0', '22023' ], [ '-1', '22023' ],
+	[ '1000001', '22023' ])
+{
+	my ($arg, $state) = @$case;
+	my ($rc, $o, $e) = $node->psql('postgres',
+		"\\set VERBOSITY verbose\nSELECT delq.dispatch($arg)");
+	like($e, qr/ERROR:  $state: .*max_deliveries/, "dispatch($arg): $state naming max_deliveries");
+}
+$before = $sink->count;
+is($node->safe_psql('postgres', "SELECT count(*) FROM delq.delivery WHERE state <> 'confirmed'"),
+	'0', 'nothing left to do, nothing done by the failed calls');
+
+# --- pg_cron drives dispatch() ----------------------------------------------
+ok( poll_until(
+		$cron,
+		"SELECT count(*) FILTER (WHERE status = 'completed') FROM delq.pending
+		  WHERE source = 'cron'",
+		'3', $cron_wait),
+	'pg_cron ' . ($cron_every_second ? 'every second' : 'every minute')
+	  . ': all 3 requests completed');
+note sprintf('via pg_cron %s after %.1fs', $cron_version, time - $t_cron);
+is($cron->safe_psql('postgres', 'SELECT delq.worker_running()'), 'f',
+	'the pg_cron node has no delq worker');
+is($sink->count('viacron'), 3, 'the sink got 3 webhooks from the pg_cron node');
+cmp_ok(
+	$cron->safe_psql('postgres',
+		"SELECT count(*) FROM cron.job_run_details r JOIN cron.job j USING (jobid)
+		  WHERE j.jobname = 'delq' AND r.status = 'succeeded'
+		    AND r.command = 'SELECT delq.dispatch()'"),
+	'>=', 1, 'cron.job_run_details shows succeeded runs of SELECT delq.dispatch()');
+is( $cron->safe_psql('postgres',
+		"SELECT count(*) FROM cron.job_run_details WHERE status = 'failed'"),
+	'0', 'and no failed runs');
+$cron->safe_psql('postgres', "SELECT cron.unschedule('delq')");
+
+note sprintf('033_dispatch: %.1fs', time - $t_start);
+$node->stop('fast');
+$cron->stop('fast');
+done_testing();
