@@ -806,12 +806,16 @@ record_outcome(DelqConn *conn, CURLcode result)
 
 	if (conn->too_large || result == CURLE_FILESIZE_EXCEEDED)
 	{
-		xfer->outcome = DELQ_OUTCOME_RETRY;
-		n = 0;
+		/*
+		 * The status line arrived before the oversized body, and it is the
+		 * answer: a 2xx still confirms.  Without one, try again.
+		 */
+		xfer->outcome = code ? delq_http_classify((int) code) : DELQ_OUTCOME_RETRY;
+		xfer->gone = (code == 410);
+		n = snprintf(xfer->error, sizeof(xfer->error),
+					 "response larger than %d bytes, not read", DELQ_RESPONSE_MAX);
 		if (code != 0)
-			n = snprintf(xfer->error, sizeof(xfer->error), "HTTP %ld: ", code);
-		snprintf(xfer->error + n, sizeof(xfer->error) - n,
-				 "response larger than %d bytes, not read", DELQ_RESPONSE_MAX);
+			snprintf(xfer->error + n, sizeof(xfer->error) - n, " (HTTP %ld)", code);
 	}
 	else if (result != CURLE_OK)
 	{

@@ -251,7 +251,12 @@ housekeeping(void)
 	begin_step("delq: housekeeping");
 	delq_store_release_held(delq_batch_size);
 	delq_store_requeue_stale(false);
-	if (!delq_store_next_due(&next) || next > idle_limit)
+	/*
+	 * Work due already is claimed right after this; if it could not be, it
+	 * waits for a transfer to end or a commit, not for a busy loop.
+	 */
+	if (!delq_store_next_due(&next) || next > idle_limit ||
+		next <= GetCurrentTimestamp())
 		next = idle_limit;
 	end_step();
 	return next;

@@ -259,19 +259,27 @@ AS $$
     SELECT count(*)::integer FROM logged;
 $$;
 
--- When the next piece of work falls due: a retry, a held request, a
--- breaker's probe.  NULL when nothing is scheduled.
+-- When the next piece of work the worker could act on falls due: a retry
+-- of an enabled destination with room (or when its breaker lets a probe
+-- through), a held request.  A destination at its concurrency cap gets
+-- room when a transfer ends, which wakes the worker anyway.  NULL when
+-- nothing is scheduled.
 CREATE FUNCTION delq._next_due()
 RETURNS timestamptz
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT min(t) FROM (
-        SELECT min(dl.next_attempt_at) FROM delq.delivery dl WHERE dl.state = 'queued'
+        SELECT min(greatest(dl.next_attempt_at, s.breaker_until))
+          FROM delq.destination d
+          LEFT JOIN delq.destination_state s ON s.name = d.name
+          JOIN delq.delivery dl ON dl.destination = d.name AND dl.state = 'queued'
+         WHERE d.enabled
+           AND (SELECT count(*) FROM delq.delivery x
+                 WHERE x.destination = d.name AND x.state = 'sending')
+               < CASE WHEN s.breaker_until IS NULL THEN d.concurrency ELSE 1 END
         UNION ALL
         SELECT min(p.hold_until) FROM delq.pending p WHERE p.status = 'held'
-        UNION ALL
-        SELECT min(s.breaker_until) FROM delq.destination_state s
     ) due(t);
 $$;
 

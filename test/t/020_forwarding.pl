@@ -304,6 +304,24 @@ sql("SELECT delq.drop_route($all_route)");
 }
 
 # ---------------------------------------------------------------------------
+# A signed delivery that is retried is signed afresh on every attempt.
+{
+	add_dest('signed_retry', '{"t": "signed_retry"}', "secret => '$secret'");
+	$sink->control('signed_retry', { status => 503, times => 2 });
+	my $rid = submit(q{subject => 'signed-retry', source => 'app', attributes => '{"t": "signed_retry"}'});
+	ok(poll_until($node, "SELECT status FROM delq.pending WHERE id = '$rid'", 'completed', 30),
+		'signed delivery completed after two 503s');
+	my @r = records('signed_retry', $rid);
+	is(scalar(@r), 3, 'sink: three attempts');
+	is(scalar(grep {
+				verify_signature($secret, $_->{headers}{'webhook-id'}, $_->{headers}{'webhook-timestamp'},
+					$_->{body}, $_->{headers}{'webhook-signature'})
+			} @r),
+		3, 'every attempt carries a valid signature (Perl HMAC)');
+	same_webhook_id($rid, 'signed_retry', 'signed retries');
+}
+
+# ---------------------------------------------------------------------------
 # All destinations down (connection refused), then back.
 {
 	my $port = closed_port();

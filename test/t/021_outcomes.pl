@@ -194,20 +194,31 @@ like($worker_pid, qr/^\d+$/, "delq worker in pg_stat_activity (pid $worker_pid)"
 }
 
 # ---------------------------------------------------------------------------
-# A 100 MB response: not read, recorded as a retry (src/http.c: an answer
-# over 64 kB is retried, whatever its status); the worker survives with
-# its memory intact.
+# A 100 MB response: not read past 64 kB; its status still decides (a 503
+# is retried, a 200 confirms: the destination has answered); the worker
+# survives with its memory intact.  Retry-After holds the retry back long
+# enough to read the delivery row, which keeps the full error.
 {
 	add_dest('huge', '{"t": "huge"}');
-	$sink->control('huge', { body_bytes => 100_000_000, times => 1 });
+	$sink->control('huge', [
+		{ status => 503, body_bytes => 100_000_000, retry_after => '2' },
+		{ status => 200, body_bytes => 100_000_000 } ]);
 	my $rss0 = worker_rss_kb();
 	my $rid = submit('huge');
+	ok(poll_until($node,
+			"SELECT state, attempts, last_status, last_error FROM delq.delivery
+              WHERE request_id = '$rid' AND destination = 'huge' AND attempts = 1",
+			'queued|1|503|response larger than 65536 bytes, not read (HTTP 503)', 30),
+		'a 503 with a 100 MB body: queued for a retry, error says too large');
 	ok(poll_until($node, "SELECT status FROM delq.pending WHERE id = '$rid'", 'completed', 30),
-		'huge answer, then a normal one: completed');
-	my @err = retry_errors($rid, 'huge');
-	is(scalar(@err), 1, 'one retry');
-	like($err[0], qr/larger than 65536 bytes/, "the retry says the answer was too large ($err[0])");
-	is(delivery($rid, 'huge', 'state, attempts, last_error IS NULL'), 'confirmed|2|t', 'confirmed at attempt 2');
+		'then a 200 with a 100 MB body: completed');
+	is(sql("SELECT count(*) FROM delq.event WHERE request_id = '$rid' AND destination = 'huge'
+             AND kind = 'retry_scheduled' AND detail->>'status' = '503'
+             AND detail->>'error' LIKE 'response larger than%'"),
+		'1', 'one retry_scheduled event, with status 503 and the reason');
+	is(delivery($rid, 'huge', 'state, attempts, last_status'), 'confirmed|2|200', 'confirmed at attempt 2');
+	my @r = records('huge', $rid);
+	is(scalar(@r), 2, 'sink: two requests');
 	same_webhook_id($rid, 'huge', 'huge retry');
 	is(worker_pid(), $worker_pid, 'same worker process');
 	my $rss1 = worker_rss_kb();
@@ -229,6 +240,29 @@ like($worker_pid, qr/^\d+$/, "delq worker in pg_stat_activity (pid $worker_pid)"
 	isnt($err[0], '', "with the transport error ($err[0])");
 	is(delivery($rid, 'rst', 'state, attempts'), 'confirmed|2', 'confirmed at attempt 2');
 	same_webhook_id($rid, 'rst', 'reset retry');
+}
+
+# ---------------------------------------------------------------------------
+# The other retryable answers (408, 425, 5xx) are retried; a redirect is
+# not followed and fails permanently.
+{
+	add_dest('retryable', '{"t": "retryable"}');
+	$sink->control('retryable', [ map { { status => $_ } } 408, 425, 500, 502 ]);
+	add_dest('redir', '{"t": "redir"}');
+	$sink->control('redir', { status => 302, headers => { Location => $sink->url('quick', '/hook') }, times => 1 });
+	my $rid = submit('retryable');
+	my $rr = submit('redir');
+	ok(poll_until($node, "SELECT status FROM delq.pending WHERE id = '$rid'", 'completed', 30),
+		'408, 425, 500, 502, then 200: completed');
+	is_deeply([ map { $_->{status} } records('retryable', $rid) ], [ 408, 425, 500, 502, 200 ],
+		'sink: each retryable answer was retried');
+	is(sql("SELECT string_agg(detail->>'status', ',' ORDER BY id) FROM delq.event
+             WHERE request_id = '$rid' AND kind = 'retry_scheduled'"),
+		'408,425,500,502', 'one retry_scheduled event per retryable answer');
+	same_webhook_id($rid, 'retryable', 'retryable statuses');
+	ok(poll_until($node, "SELECT status FROM delq.pending WHERE id = '$rr'", 'failed', 30), '302: request failed');
+	is(delivery($rr, 'redir', 'state, attempts, last_status'), 'failed|1|302', 'redirect not followed: failed');
+	is(scalar(records('quick', $rr)), 0, 'nothing arrived at the redirect target');
 }
 
 # ---------------------------------------------------------------------------
@@ -278,6 +312,8 @@ like($worker_pid, qr/^\d+$/, "delq worker in pg_stat_activity (pid $worker_pid)"
 		'queued/0', 'the other deliveries are queued, never attempted, not failed');
 	is(sql("SELECT string_agg(DISTINCT status, ',') FROM delq.pending WHERE id IN ($rest_in)"),
 		'forwarding', 'their requests are still forwarding');
+	# all that is queued is held back by the breaker: nothing to do until
+	# the cool-down ends, so the worker must sleep, not spin
 	my $share = worker_cpu_share(2);
 	cmp_ok($share, '<', 0.25,
 		sprintf('the worker idles while the breaker is open (used %.0f%% of a CPU)', 100 * $share));

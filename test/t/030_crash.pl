@@ -29,7 +29,7 @@ use Time::HiRes qw(time usleep);
 my $N = $ENV{DELQ_CRASH_REQUESTS} // 2000;
 my $N_RESTART = int($N / 4) || 1;
 my $DELAY_MS = 200;           # the sink's answer time: keeps many in flight
-my $CONCURRENCY = 40;         # per destination
+my $CONCURRENCY = 64;         # per destination
 my $TIMEOUT = 120;            # seconds for anything after a crash
 my @DESTS = qw(crm erp);
 my $ndests = scalar @DESTS;
@@ -196,7 +196,7 @@ sub worker_pid
 ok(poll_until($node, 'SELECT delq.worker_running()', 't', 30), 'worker is running');
 
 submit_batch('crash.pm', $N);
-my $before = wait_mid_flight('crash.pm', 50, 20);
+wait_mid_flight('crash.pm', int($N * $ndests / 4), 20);
 
 my $pm = postmaster_pid();
 my @children = children_of($pm);
@@ -223,7 +223,7 @@ assert_sink_saw_all('crash.pm');
 # --- 2. kill -9 of the worker only: crash recovery ------------------------
 ok(poll_until($node, 'SELECT delq.worker_running()', 't', 30), 'worker is running again');
 submit_batch('crash.worker', $N);
-wait_mid_flight('crash.worker', 50, 20);
+wait_mid_flight('crash.worker', int($N * $ndests / 4), 20);
 
 my $wpid = worker_pid();
 like($wpid, qr/^\d+$/, "delq worker has pid $wpid");
@@ -248,7 +248,7 @@ assert_sink_saw_all('crash.worker');
 
 # --- 3. plain restart with pending requests -------------------------------
 submit_batch('restart', $N_RESTART);
-wait_mid_flight('restart', 1, 5);
+wait_mid_flight('restart', int($N_RESTART * $ndests / 4), 5);
 $log_offset = -s $node->logfile;
 $node->stop('fast');
 $node->start;

@@ -177,8 +177,12 @@ $node->safe_psql('postgres', 'ALTER SYSTEM RESET delq.retry_max; SELECT pg_reloa
 
 # --- SIGTERM: a fast stop is prompt, also with a transfer hanging ---------
 $sink->control('crm', { hang => JSON::PP::true });
+my $crm_before = $sink->count('crm');
 my $h_id = $node->safe_psql('appdb', "SELECT delq.submit('erin', 'lifecycle')");
-ok($sink->wait_requests('crm', 2, 30), 'a transfer hangs at the sink');
+ok($sink->wait_requests('crm', $crm_before + 1, 30), 'a transfer hangs at the sink');
+is( $node->safe_psql('appdb',
+		"SELECT state FROM delq.delivery WHERE request_id = '$h_id' AND destination = 'crm'"),
+	'sending', '... its delivery is in flight');
 ok( poll_until(
 		$node,
 		"SELECT wait_event_type || '.' || wait_event FROM pg_stat_activity

@@ -149,7 +149,7 @@ is( $node->safe_psql('postgres',
 		sprintf($flaky,
 			"state || ' ' || attempts || ' ' || last_status || ' ' ||
 			 (next_attempt_at > now() + interval '1 second')")),
-	'queued 1 503 t', 'flaky answered 503: queued for a retry after Retry-After (3 s)');
+	'queued 1 503 true', 'flaky answered 503: queued for a retry after Retry-After (3 s)');
 is($node->safe_psql('postgres', "SELECT status FROM delq.pending WHERE id = '$f_id'"),
 	'forwarding', 'the request is still forwarding');
 is($node->safe_psql('postgres', 'SELECT delq.dispatch()'), '0',
@@ -166,6 +166,8 @@ is(scalar @f, 2, 'the sink got flaky twice');
 is($f[0]{headers}{'webhook-id'}, $f[1]{headers}{'webhook-id'}, '... with the same webhook id');
 
 # --- argument validation ----------------------------------------------------
+$node->safe_psql('postgres', "SELECT delq.submit('grace', 'app')");    # work to (not) do
+$before = $sink->count;
 for my $case ([ 'NULL', '22004' ], [ '0', '22023' ], [ '-1', '22023' ],
 	[ '1000001', '22023' ])
 {
@@ -174,9 +176,11 @@ for my $case ([ 'NULL', '22004' ], [ '0', '22023' ], [ '-1', '22023' ],
 		"\\set VERBOSITY verbose\nSELECT delq.dispatch($arg)");
 	like($e, qr/ERROR:  $state: .*max_deliveries/, "dispatch($arg): $state naming max_deliveries");
 }
-$before = $sink->count;
-is($node->safe_psql('postgres', "SELECT count(*) FROM delq.delivery WHERE state <> 'confirmed'"),
-	'0', 'nothing left to do, nothing done by the failed calls');
+is($sink->count, $before, 'the refused calls sent nothing');
+is( $node->safe_psql('postgres',
+		"SELECT count(*) FROM delq.delivery WHERE state = 'queued' AND attempts = 0"),
+	'2', '... and claimed nothing');
+is($node->safe_psql('postgres', 'SELECT delq.dispatch()'), '2', 'a valid call does the work');
 
 # --- pg_cron drives dispatch() ----------------------------------------------
 ok( poll_until(
