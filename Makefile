@@ -28,15 +28,14 @@ DATA_built = delq--1.0.sql
 SQL_PARTS = $(sort $(wildcard $(srcdir)/src/sql/*.sql))
 
 REGRESS = $(sort $(basename $(notdir $(wildcard $(srcdir)/sql/*.sql))))
-REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=$(srcdir)/test/regress.conf
+REGRESS_OPTS = --no-locale --encoding=UTF8 --temp-instance=./tmp_check_regress --temp-config=$(srcdir)/test/regress.conf
 
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))
-ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation --outputdir=./output_iso \
+ISOLATION_OPTS = --no-locale --encoding=UTF8 --inputdir=$(srcdir)/test/isolation --outputdir=./output_iso \
 	--temp-instance=./tmp_check_iso --temp-config=$(srcdir)/test/regress.conf
 
 TAP_TESTS = 1
-PROVE_TESTS = test/t/*.pl
-PROVE_FLAGS = -I test/perl
+PROVE_TESTS ?= test/t/*.pl
 
 EXTRA_CLEAN = tmp_check_regress tmp_check_iso output_iso results regression.diffs regression.out
 
@@ -44,12 +43,15 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# after PGXS, which resets it
+PROVE_FLAGS = -I test/perl
+
 delq--1.0.sql: $(SQL_PARTS)
 	cat $^ > $@
 
 .PHONY: test demo
 test:
-	test/run-all
+	bash test/run-all
 
 demo:
-	test/demo
+	bash test/demo

@@ -232,12 +232,14 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT EXISTS (SELECT 1 FROM delq.finished f
-                    WHERE f.subject IN (val, delq._subject_hash(val))
+                    WHERE f.subject IN (val, h.hash)
+                      AND f.subject = CASE WHEN f.redacted_at IS NULL THEN val ELSE h.hash END
                       AND f.status = 'completed'
                       AND (_erased.source IS NULL OR f.source = _erased.source))
         OR EXISTS (SELECT 1 FROM delq.pending p
                     WHERE p.subject = val AND p.status = 'completed'
-                      AND (_erased.source IS NULL OR p.source = _erased.source));
+                      AND (_erased.source IS NULL OR p.source = _erased.source))
+      FROM (SELECT delq._subject_hash(val) AS hash) h;
 $$;
 
 -- Whether the data of subject has been erased: a completed request for it

@@ -175,6 +175,42 @@ my $d3 = $delay_of->($e_id, 1);
 ok($d3 >= 29.9 && $d3 < 33, "a new request's first retry: after ${d3}s too");
 $node->safe_psql('postgres', 'ALTER SYSTEM RESET delq.retry_max; SELECT pg_reload_conf();');
 
+# --- SIGTERM to the launcher alone: still one worker ------------------------
+# The launcher is restarted by the postmaster (bgw_restart_time); the worker
+# its predecessor started keeps running, and the new launcher must not start
+# a second one beside it (DESIGN.md: one worker per cluster).
+my $launcher = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'delq launcher'");
+$wpid = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'delq worker'");
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($launcher)");
+ok( poll_until(
+		$node,
+		"SELECT count(*) FROM pg_stat_activity
+		  WHERE backend_type = 'delq launcher' AND pid <> $launcher",
+		'1', 30),
+	'a terminated launcher is restarted');
+sleep 4;    # two of the launcher's 2 s looks
+is( $node->safe_psql('postgres',
+		"SELECT string_agg(pid::text, ',') FROM pg_stat_activity
+		  WHERE backend_type = 'delq worker'"),
+	$wpid, 'the restarted launcher starts no second worker beside the running one');
+$node->safe_psql('postgres',
+	"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'delq worker'");
+ok( poll_until(
+		$node,
+		"SELECT count(*) FILTER (WHERE pid <> $wpid) || '/' || count(*) FROM pg_stat_activity
+		  WHERE backend_type = 'delq worker'",
+		'1/1', 30),
+	'once that worker is terminated, the new launcher starts exactly one');
+ok(poll_until($node, 'SELECT delq.worker_running()', 't', 30, 'appdb'),
+	'... which announces itself');
+my $g_id = $node->safe_psql('appdb', "SELECT delq.submit('gina', 'lifecycle')");
+ok( poll_until(
+		$node, "SELECT status FROM delq.pending WHERE id = '$g_id'",
+		'completed', 30, 'appdb'),
+	'... and forwards');
+
 # --- SIGTERM: a fast stop is prompt, also with a transfer hanging ---------
 $sink->control('crm', { hang => JSON::PP::true });
 my $crm_before = $sink->count('crm');
