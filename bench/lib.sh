@@ -70,6 +70,7 @@ pg_stat_statements.track = 'all'
 pg_stat_statements.max = 2000
 log_line_prefix = '%m [%p] %b '
 log_min_messages = warning
+log_min_error_statement = error
 EOF
 	[ "$PROFILE" = 1 ] || sed -i '/^pg_stat_statements/d' "$B/data/postgresql.conf"
 	# the server's open-file limit: one socket per transfer in flight, plus
