@@ -5,11 +5,9 @@
 \set VERBOSITY default
 
 -- The settings are defined when the library loads (here without
--- shared_preload_libraries).  delq.database and delq.worker_role, the
--- worker's postmaster-level settings, exist only when preloaded.
+-- shared_preload_libraries).
 LOAD 'delq';
-SELECT count(*) AS worker_settings_without_preload
-  FROM pg_settings WHERE name IN ('delq.database', 'delq.worker_role');
+SHOW delq.database;
 SHOW delq.default_deadline;
 SHOW delq.hold_period;
 SHOW delq.require_approval;
@@ -22,6 +20,7 @@ SHOW delq.idle_timeout;
 SHOW delq.breaker_threshold;
 SHOW delq.breaker_cooldown;
 SHOW delq.ca_file;
+SHOW delq.worker_role;
 
 -- Every one is documented.
 SELECT count(*) > 10 AS many, count(*) FILTER (WHERE coalesce(short_desc, '') = '') AS undocumented

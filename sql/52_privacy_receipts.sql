@@ -52,6 +52,12 @@ SELECT t ->> 'kind' AS kind, t ->> 'destination' AS destination, t -> 'detail' A
   FROM jsonb_array_elements(:'receipt'::jsonb -> 'timeline') t
   JOIN delq.event e ON e.id = (t ->> 'id')::bigint
  ORDER BY e.id;
+-- ... which follow each other from the chain's genesis hash
+SELECT bool_and(CASE WHEN x.n = 1
+                     THEN x.t ->> 'prev_hash' = encode(delq._ledger_genesis('request:' || :'r'), 'hex')
+                     ELSE x.t ->> 'prev_hash' = x.before END) AS chained
+  FROM (SELECT t, n, lag(t ->> 'hash') OVER (ORDER BY n) AS before
+          FROM jsonb_array_elements(:'receipt'::jsonb -> 'timeline') WITH ORDINALITY AS y(t, n)) x;
 -- where the request's chain ends
 SELECT r #>> '{ledger,chain}' = 'request:' || :'r' AS chain,
        (r #>> '{ledger,events}')::bigint = h.events AS events,

@@ -23,28 +23,32 @@
 #include "settings.h"
 #include "store.h"
 
-/* One pass: claim, send and record until max deliveries are done. */
+/*
+ * One pass: claim, send and record until max deliveries are done or nothing
+ * more is due.  A claim can come back short because destinations are at
+ * their concurrency cap; it is tried again whenever transfers finish, so the
+ * cap limits how many are in flight at once, not how many a pass handles.
+ */
 static void
 dispatch_pass(DelqForwarder *fw, int max)
 {
-	bool		more = true;
-
 	delq_store_release_held(delq_batch_size);
 	delq_store_requeue_stale(false);
 
-	while (more || fw->running > 0)
+	for (;;)
 	{
 		int			room = Min(delq_max_in_flight - fw->running, delq_batch_size);
 
 		room = Min(room, max - (int) fw->claimed);
-		if (more && room > 0)
-			more = delq_forwarder_claim(fw, room) == room &&
-				(int) fw->claimed < max;
-		if (fw->running > 0)
-			delq_forwarder_wait(fw, -1);
+		if (room > 0)
+			(void) delq_forwarder_claim(fw, room);
+		if (fw->running == 0)
+			break;				/* nothing more due, or max reached */
+		delq_forwarder_wait(fw, -1);
 		delq_forwarder_record(fw);
 		CHECK_FOR_INTERRUPTS();
 	}
+	delq_forwarder_record(fw);
 }
 
 PG_FUNCTION_INFO_V1(delq_dispatch);

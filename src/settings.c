@@ -40,6 +40,33 @@ char	   *delq_redact_attributes = NULL;
 void
 delq_define_settings(void)
 {
+	/*
+	 * The worker reads these only at start, so they are postmaster-level
+	 * when preloaded; in a session that loads delq later (dispatch()),
+	 * PostgreSQL refuses new postmaster-level settings, and they are only
+	 * informative there.
+	 */
+	GucContext	worker_context = process_shared_preload_libraries_in_progress ?
+		PGC_POSTMASTER : PGC_SIGHUP;
+
+	DefineCustomStringVariable("delq.database",
+							   "Database in which the delq worker runs.",
+							   NULL,
+							   &delq_database,
+							   "postgres",
+							   worker_context,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("delq.worker_role",
+							   "Role the delq worker connects as (default: the bootstrap superuser).",
+							   NULL,
+							   &delq_worker_role,
+							   "",
+							   worker_context,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
 	DefineCustomIntVariable("delq.default_deadline",
 							"Time a request has to be completed when submit() is given no due_at.",
 							NULL,
@@ -146,59 +173,6 @@ delq_define_settings(void)
 							   "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,
-							   NULL, NULL, NULL);
-
-	/*
-	 * The worker's own settings exist only when preloaded: PostgreSQL
-	 * refuses to define postmaster-level settings in a running session,
-	 * where delq.dispatch() must still work.
-	 */
-	if (process_shared_preload_libraries_in_progress)
-	{
-		DefineCustomStringVariable("delq.database",
-								   "Database in which the delq worker runs.",
-								   NULL,
-								   &delq_database,
-								   "postgres",
-								   PGC_POSTMASTER,
-								   GUC_SUPERUSER_ONLY,
-								   NULL, NULL, NULL);
-
-		DefineCustomStringVariable("delq.worker_role",
-								   "Role the delq worker connects as (default: the bootstrap superuser).",
-								   NULL,
-								   &delq_worker_role,
-								   "",
-								   PGC_POSTMASTER,
-								   GUC_SUPERUSER_ONLY,
-								   NULL, NULL, NULL);
-	}
-
-	DefineCustomIntVariable("delq.warn_before",
-							"How long before its deadline an unfinished request counts as at risk.",
-							"Used by the view delq.at_risk and by delq.check_deadlines().",
-							&delq_warn_before_s,
-							7 * 24 * 3600, 0, 365 * 24 * 3600,
-							PGC_SUSET,
-							GUC_UNIT_S,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("delq.subject_retention",
-							"How long a finished request keeps its subject before delq.redact() replaces it by a keyed hash.",
-							NULL,
-							&delq_subject_retention_s,
-							30 * 24 * 3600, 0, 3650 * 24 * 3600,
-							PGC_SUSET,
-							GUC_UNIT_S,
-							NULL, NULL, NULL);
-
-	DefineCustomStringVariable("delq.redact_attributes",
-							   "Comma-separated attribute keys that delq.redact() replaces by a keyed hash with the subject.",
-							   NULL,
-							   &delq_redact_attributes,
-							   "",
-							   PGC_SUSET,
-							   0,
 							   NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("delq");

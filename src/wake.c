@@ -31,6 +31,7 @@ typedef struct DelqShared
 {
 	slock_t		mutex;
 	Latch	   *worker_latch;	/* NULL while no worker runs */
+	pid_t		worker_pid;		/* the worker holding the slot, or 0 */
 } DelqShared;
 
 static DelqShared *delq_shared = NULL;
@@ -63,6 +64,7 @@ delq_shmem_startup(void)
 	{
 		SpinLockInit(&delq_shared->mutex);
 		delq_shared->worker_latch = NULL;
+		delq_shared->worker_pid = 0;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -97,6 +99,45 @@ delq_worker_is_running(void)
 	running = delq_shared->worker_latch != NULL;
 	SpinLockRelease(&delq_shared->mutex);
 	return running;
+}
+
+static void
+release_worker_slot(int code, Datum arg)
+{
+	SpinLockAcquire(&delq_shared->mutex);
+	if (delq_shared->worker_pid == MyProcPid)
+		delq_shared->worker_pid = 0;
+	SpinLockRelease(&delq_shared->mutex);
+}
+
+bool
+delq_worker_take_slot(void)
+{
+	bool		taken;
+
+	if (delq_shared == NULL)
+		return true;
+	SpinLockAcquire(&delq_shared->mutex);
+	taken = (delq_shared->worker_pid == 0);
+	if (taken)
+		delq_shared->worker_pid = MyProcPid;
+	SpinLockRelease(&delq_shared->mutex);
+	if (taken)
+		on_shmem_exit(release_worker_slot, (Datum) 0);
+	return taken;
+}
+
+bool
+delq_worker_slot_taken(void)
+{
+	pid_t		pid;
+
+	if (delq_shared == NULL)
+		return false;
+	SpinLockAcquire(&delq_shared->mutex);
+	pid = delq_shared->worker_pid;
+	SpinLockRelease(&delq_shared->mutex);
+	return pid != 0;
 }
 
 static void

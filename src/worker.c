@@ -178,7 +178,9 @@ delq_launcher_main(Datum arg)
 			delay = Min(delay * 2, DELQ_RESTART_DELAY_MAX_MS);
 			continue;
 		}
-		if (handle == NULL && database_exists(delq_database))
+		/* a worker started by a previous launcher may still run */
+		if (handle == NULL && !delq_worker_slot_taken() &&
+			database_exists(delq_database))
 		{
 			handle = start_worker();
 			started = GetCurrentTimestamp();
@@ -343,6 +345,13 @@ delq_worker_main(Datum arg)
 	DelqForwarder *fw;
 
 	setup_signals();
+	if (!delq_worker_take_slot())
+	{
+		ereport(LOG,
+				(errmsg("delq worker not started: another delq worker is running")));
+		proc_exit(0);
+	}
+
 	BackgroundWorkerInitializeConnection(delq_database,
 										 delq_worker_role[0] ? delq_worker_role : NULL,
 										 0);

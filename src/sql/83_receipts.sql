@@ -101,6 +101,7 @@ BEGIN
         'timeline', coalesce((SELECT jsonb_agg(jsonb_build_object(
                                           'id', e.id, 'at', e.at, 'kind', e.kind, 'actor', e.actor,
                                           'destination', e.destination, 'detail', e.detail,
+                                          'prev_hash', encode(e.prev_hash, 'hex'),
                                           'hash', encode(e.hash, 'hex'))
                                           ORDER BY e.id)
                                 FROM delq.event e WHERE e.request_id = receipt.id), '[]'),

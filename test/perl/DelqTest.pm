@@ -157,7 +157,6 @@ sub delq_node
 		  . "delq.retry_base = '100ms'\n"
 		  . "delq.retry_max = '2s'\n"
 		  . "delq.idle_timeout = '1s'\n"
-		  . "log_min_messages = 'log'\n"
 		  . ($opts{conf} // ''));
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION delq')

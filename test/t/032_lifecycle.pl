@@ -1,8 +1,12 @@
 
 # 032_lifecycle.pl
-#     The worker's life: it waits quietly for its database and for the
-#     extension, forwards once both exist, shows itself in pg_stat_activity,
-#     reloads settings on SIGHUP, and exits promptly on SIGTERM.
+#     The worker's life: it waits quietly (no FATAL, ERROR or WARNING, no
+#     restarts) for delq.database and then for CREATE EXTENSION, forwards
+#     once both exist, shows itself in pg_stat_activity as 'delq worker',
+#     reloads delq.max_attempts and delq.retry_max on SIGHUP (ALTER SYSTEM +
+#     pg_reload_conf), stays one worker when its launcher alone is
+#     terminated and restarted, and exits promptly on SIGTERM (pg_ctl stop
+#     -m fast) even with a transfer hanging.
 
 use strict;
 use warnings;

@@ -2,12 +2,16 @@
 # 033_dispatch.pl
 #     delq without shared_preload_libraries: no worker, nothing is sent by
 #     itself, and delq.dispatch() does one forwarding pass in the calling
-#     session (bounded by max_deliveries, retrying after backoff, claims
-#     rolled back with the caller's transaction); then the same driven by
-#     real pg_cron.
+#     session: it returns the deliveries it handled, is bounded by
+#     max_deliveries (and not by a destination's concurrency cap, which only
+#     limits what is in flight at once), retries a 503 in a later pass after
+#     its backoff, and its claims roll back with the caller's transaction
+#     (a resend with the same webhook id, never a loss); argument checks;
+#     then the same driven by real pg_cron (cron.job_run_details).
 #
 #     The pg_cron node is set up first and its job scheduled, so that a
-#     minute-granular pg_cron (before 1.5) runs while the rest is tested.
+#     minute-granular pg_cron (before 1.5, e.g. Debian 12's 1.4.2, which
+#     refuses '1 second') runs while the rest is tested.
 
 use strict;
 use warnings;
@@ -49,7 +53,7 @@ unless ($cron_every_second)
 		"SELECT cron.schedule('delq', '* * * * *', 'SELECT delq.dispatch()')");
 	$cron_wait = 90;
 }
-my @cron_ids = split /\n/, $cron->safe_psql('postgres',
+$cron->safe_psql('postgres',
 	"SELECT delq.submit('cron-user-' || g, 'cron') FROM generate_series(1, 3) g");
 my $t_cron = time;
 
