@@ -20,6 +20,16 @@ BEGIN
        AND c.relname IN ('event', 'delivery', 'pending', 'finished', 'request_key',
                          'destination_state', 'route', 'destination', 'ledger_head',
                          'ledger_checkpoint', 'ledger_checkpoint_head', 'deadline_alert');
+    -- all locks at once or none, retried: waiting for them one by one
+    -- while the worker holds some and wants others would be a deadlock
+    FOR i IN 1 .. 1000 LOOP
+        BEGIN
+            EXECUTE 'LOCK TABLE ' || array_to_string(tables, ', ') || ' IN ACCESS EXCLUSIVE MODE NOWAIT';
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            PERFORM pg_sleep(0.01);
+        END;
+    END LOOP;
     CREATE TEMP TABLE IF NOT EXISTS bench_trig (rel regclass, name name, mode "char");
     DELETE FROM bench_trig;
     INSERT INTO bench_trig

@@ -95,6 +95,7 @@ SELECT :'receipt'::jsonb #>> '{signature,value}'
        AS documented_mac;
 -- HMAC-SHA-256 itself (RFC 4231, test case 2)
 SELECT encode(delq._hmac_sha256('Jefe', 'what do ya want for nothing?'), 'hex') AS rfc4231;
+SELECT delq._hmac_sha256(NULL, 'x') IS NULL AS null_key, delq._hmac_sha256('k', NULL) IS NULL AS null_data;
 
 --
 -- Attributes listed in delq.redact_attributes appear as keyed hashes.

@@ -175,5 +175,32 @@ delq_define_settings(void)
 							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 
+	DefineCustomIntVariable("delq.warn_before",
+							"How long before its deadline an unfinished request counts as at risk.",
+							"Used by the view delq.at_risk and by delq.check_deadlines().",
+							&delq_warn_before_s,
+							7 * 24 * 3600, 0, 365 * 24 * 3600,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("delq.subject_retention",
+							"How long a finished request keeps its subject before delq.redact() replaces it by a keyed hash.",
+							NULL,
+							&delq_subject_retention_s,
+							30 * 24 * 3600, 0, 3650 * 24 * 3600,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("delq.redact_attributes",
+							   "Comma-separated attribute keys that delq.redact() replaces by a keyed hash with the subject.",
+							   NULL,
+							   &delq_redact_attributes,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("delq");
 }
