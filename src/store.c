@@ -30,6 +30,7 @@ typedef enum DelqPlan
 	PLAN_REQUEUE,
 	PLAN_RELEASE,
 	PLAN_NEXT_DUE,
+	PLAN_MAINTAIN,
 	PLAN_COUNT
 } DelqPlan;
 
@@ -47,6 +48,9 @@ static const DelqPlanSource plan_sources[PLAN_COUNT] = {
 	[PLAN_REQUEUE] = {"SELECT delq._requeue_stale($1)", 1, {BOOLOID}},
 	[PLAN_RELEASE] = {"SELECT delq._release_held($1)", 1, {INT4OID}},
 	[PLAN_NEXT_DUE] = {"SELECT delq._next_due()", 0, {InvalidOid}},
+	/* deadline alerts, subject redaction, hourly ledger checkpoint */
+	[PLAN_MAINTAIN] = {"SELECT delq.check_deadlines($1) + least(delq.redact(), 1000000)::int"
+		" + (SELECT count(*) FROM delq.ledger_checkpoint('1 hour'))::int", 1, {INT4OID}},
 };
 
 static SPIPlanPtr plans[PLAN_COUNT];
@@ -236,4 +240,10 @@ delq_store_next_due(TimestampTz *when)
 		*when = DatumGetTimestampTz(d);
 	SPI_finish();
 	return !isnull;
+}
+
+int
+delq_store_maintain(int max_alerts)
+{
+	return run_plan_int(PLAN_MAINTAIN, Int32GetDatum(max_alerts));
 }

@@ -36,6 +36,12 @@ extern int	delq_store_requeue_stale(bool all_sending);
 /* Plan deliveries of held requests whose hold period is over. */
 extern int	delq_store_release_held(int max_requests);
 
+/*
+ * Deadline alerts (NOTIFY delq_alerts), redaction of old subjects, the
+ * hourly ledger checkpoint.  Returns how many things it did.
+ */
+extern int	delq_store_maintain(int max_alerts);
+
 /* When the next retry, held request or breaker probe falls due. */
 extern bool delq_store_next_due(TimestampTz *when);
 

@@ -38,6 +38,8 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -240,8 +242,42 @@ ms_until(TimestampTz t)
 }
 
 /*
- * Release held requests that fell due, requeue expired leases, and learn
- * when the next retry or hold falls due.
+ * Privacy upkeep in a subtransaction of its own: a failure there is logged
+ * and retried next time, and never stops forwarding.
+ */
+static void
+maintain(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		delq_store_maintain(delq_batch_size);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ereport(WARNING,
+				(errmsg("delq worker could not run its maintenance: %s", edata->message),
+				 errhint("Deadline alerts, redaction and ledger checkpoints are retried at the next housekeeping.")));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+}
+
+/*
+ * Release held requests that fell due, requeue expired leases, run the
+ * privacy upkeep, and learn when the next retry or hold falls due.
  */
 static TimestampTz
 housekeeping(void)
@@ -253,6 +289,7 @@ housekeeping(void)
 	begin_step("delq: housekeeping");
 	delq_store_release_held(delq_batch_size);
 	delq_store_requeue_stale(false);
+	maintain();
 	/*
 	 * Work due already is claimed right after this; if it could not be, it
 	 * waits for a transfer to end or a commit, not for a busy loop.

@@ -167,7 +167,8 @@ AS $$
     SELECT c.status, c.id,
            jsonb_strip_nulls(jsonb_build_object('status', c.status, 'failure_reason', c.failure_reason)),
            coalesce(actor, session_user)
-      FROM changed c;
+      FROM changed c
+     ORDER BY c.id;
 $$;
 
 -- Release held requests whose hold period is over (the worker and

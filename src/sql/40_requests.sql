@@ -7,6 +7,8 @@ RETURNS uuid
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- a failed call must not write the subject into the server log
+SET log_min_error_statement = panic
 AS $$
 DECLARE
     new_id uuid := gen_random_uuid();
@@ -270,7 +272,7 @@ BEGIN
         RETURNING finished.id, finished.status
     )
     INSERT INTO delq.event (kind, request_id, detail)
-    SELECT 'archived', k.id, jsonb_build_object('status', k.status) FROM kept k;
+    SELECT 'archived', k.id, jsonb_build_object('status', k.status) FROM kept k ORDER BY k.id;
     GET DIAGNOSTICS moved = ROW_COUNT;
     RETURN moved;
 END

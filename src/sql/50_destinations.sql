@@ -238,6 +238,7 @@ BEGIN
             INSERT INTO delq.event (kind, request_id, destination, detail)
             SELECT 'cancelled', c.request_id, d.name, '{"because": "destination dropped"}'
               FROM cancelled c
+             ORDER BY c.request_id
             RETURNING request_id
         )
         SELECT array_agg(request_id) INTO touched FROM logged;

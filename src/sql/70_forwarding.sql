@@ -93,6 +93,7 @@ BEGIN
         SELECT 'sending', c.request_id, c.destination,
                jsonb_build_object('attempt', c.attempts), 'delq'
           FROM claimed c
+         ORDER BY c.request_id
     )
     SELECT c.id, c.request_id, c.destination, c.webhook_id, t.url,
            ARRAY(SELECT h.key || ': ' || h.value FROM jsonb_each_text(t.headers) h ORDER BY h.key),
@@ -183,6 +184,7 @@ BEGIN
                    'next_attempt_at', CASE WHEN u.state = 'queued' THEN u.next_attempt_at END)),
                'delq'
           FROM updated u
+         ORDER BY u.request_id
         RETURNING request_id
     )
     SELECT array_agg(DISTINCT request_id) INTO touched FROM logged;
@@ -254,6 +256,7 @@ AS $$
                                                   ELSE 'lease expired' END),
                'delq'
           FROM requeued q
+         ORDER BY q.request_id
         RETURNING 1
     )
     SELECT count(*)::integer FROM logged;

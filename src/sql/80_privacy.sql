@@ -220,7 +220,8 @@ BEGIN
     INSERT INTO delq.event (kind, request_id, detail)
     SELECT 'redacted', d.id,
            jsonb_build_object('subject', 'keyed hash', 'attributes', to_jsonb(d.redacted_keys))
-      FROM done d;
+      FROM done d
+     ORDER BY d.id;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END

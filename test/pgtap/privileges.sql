@@ -42,7 +42,10 @@ INSERT INTO fn_spec VALUES
     ('approve', 2), ('reject', 2), ('retry', 2), ('confirm', 2), ('archive', 2),
     ('worker_running', 2), ('dispatch', 2),
     ('add_destination', 3), ('alter_destination', 3), ('drop_destination', 3),
-    ('add_route', 3), ('drop_route', 3);
+    ('add_route', 3), ('drop_route', 3),
+    ('extend', 2), ('check_deadlines', 2), ('receipt', 2), ('verify_receipt', 2),
+    ('report', 2), ('was_erased', 2), ('guard', 2), ('redact', 2),
+    ('ledger_checkpoint', 2), ('verify_ledger', 2);
 
 -- The least level that may SELECT each table or view.  Nobody may write
 -- any of them, and nobody may use the sequences.
@@ -52,7 +55,9 @@ INSERT INTO rel_spec VALUES
     ('pending', 2), ('finished', 2), ('delivery', 2), ('event', 2), ('route', 2),
     ('overdue', 2), ('needs_attention', 2), ('destinations', 2),
     ('destination_health', 2), ('destination_state', 2),
-    ('destination', 3);
+    ('at_risk', 2), ('deadline_alert', 2), ('ledger_head', 2), ('ledger_checkpoint', 2),
+    ('ledger_checkpoint_head', 2),
+    ('destination', 3), ('key', 3);
 
 -- Every function and relation of the schema, with the level it needs
 -- (99: nobody) and the statement that uses it.
