@@ -27,6 +27,7 @@ report() {
 	echo "$(nproc) cores, load average before the run $LOAD_BEFORE; PostgreSQL $(q -c 'SHOW server_version'), synchronous_commit = on;"
 	echo "delq.batch_size = $BATCH_SIZE, delq.max_in_flight = $MAX_IN_FLIGHT, concurrency = $CONCURRENCY"
 	echo "(fan-out: $FANOUT_CONCURRENCY per destination); nginx $NGINX_WORKERS worker(s), wrk $WRK_THREADS thread(s)."
+	echo "delq: $PGBIN/../lib/delq.so md5 $(md5sum "$(q -c "SELECT setting FROM pg_config WHERE name = 'PKGLIBDIR'")/delq.so" | cut -c1-12), tree $(git -C "$HERE" describe --always --dirty 2>/dev/null)."
 	echo
 	echo "| # | measure | delq | reference, same run | ratio | target | result |"
 	echo "|---|---|---|---|---|---|---|"

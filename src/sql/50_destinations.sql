@@ -24,34 +24,67 @@ BEGIN
 END
 $$;
 
--- Bounds shared by add_destination and alter_destination.
-CREATE FUNCTION delq._check_destination(d delq.destination)
+-- Apply options to a destination row and check the result; shared by
+-- add_destination (on a fresh row) and alter_destination (on the stored
+-- one).  NULL keeps a value; '' (secret, TLS paths), 0 (max_attempts) and
+-- '0' (retry_base, retry_max) return to the default.
+CREATE FUNCTION delq._merge_destination(d delq.destination, url text, headers jsonb,
+                                        secret text, timeout interval,
+                                        connect_timeout interval, max_attempts integer,
+                                        concurrency integer, confirm text,
+                                        retry_base interval, retry_max interval,
+                                        enabled boolean, ca_file text, client_cert text,
+                                        client_key text)
 RETURNS delq.destination
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM delq._check_url(d.url);
-    PERFORM delq._check_headers(d.headers);
-    PERFORM delq._check_secret(d.secret);
-    PERFORM delq._check_range('max_attempts', d.max_attempts, 1, 1000);
-    PERFORM delq._check_range('concurrency', delq._not_null('concurrency', d.concurrency), 1, 10000);
-    PERFORM delq._not_null('confirm', d.confirm);
+    d.url := delq._check_url(coalesce(url, d.url));
+    d.headers := delq._check_headers(coalesce(headers, d.headers));
+    d.secret := delq._check_secret(CASE WHEN secret = '' THEN NULL ELSE coalesce(secret, d.secret) END);
+    IF timeout IS NOT NULL THEN
+        d.timeout_ms := delq._check_duration('timeout', timeout, '100 milliseconds', '10 minutes');
+    END IF;
+    PERFORM delq._not_null('timeout', d.timeout_ms);
+    IF connect_timeout IS NOT NULL THEN
+        d.connect_timeout_ms := delq._check_duration('connect_timeout', connect_timeout,
+                                                     '100 milliseconds', '5 minutes');
+    END IF;
+    PERFORM delq._not_null('connect_timeout', d.connect_timeout_ms);
+    d.max_attempts := delq._check_range('max_attempts',
+        CASE WHEN max_attempts = 0 THEN NULL ELSE coalesce(max_attempts, d.max_attempts) END, 1, 1000);
+    d.concurrency := delq._check_range('concurrency',
+        delq._not_null('concurrency', coalesce(concurrency, d.concurrency)), 1, 10000);
+    d.confirm := delq._not_null('confirm', coalesce(confirm, d.confirm));
     IF d.confirm NOT IN ('response', 'callback') THEN
         PERFORM delq._invalid('confirm', format('%s is not a confirm mode', quote_literal(d.confirm)),
                               'Use ''response'' (a 2xx answer confirms) or ''callback'' (2xx accepts; delq.confirm() confirms).');
     END IF;
-    IF d.retry_base_ms IS NOT NULL AND d.retry_max_ms IS NOT NULL AND d.retry_base_ms > d.retry_max_ms THEN
+    IF retry_base = interval '0' THEN
+        d.retry_base_ms := NULL;
+    ELSIF retry_base IS NOT NULL THEN
+        d.retry_base_ms := delq._check_duration('retry_base', retry_base, '1 millisecond', '1 day');
+    END IF;
+    IF retry_max = interval '0' THEN
+        d.retry_max_ms := NULL;
+    ELSIF retry_max IS NOT NULL THEN
+        d.retry_max_ms := delq._check_duration('retry_max', retry_max, '1 second', '30 days');
+    END IF;
+    IF d.retry_base_ms > d.retry_max_ms THEN
         PERFORM delq._invalid('retry_base', 'is longer than retry_max', 'retry_base must not exceed retry_max.');
     END IF;
-    PERFORM delq._check_path('ca_file', d.ca_file);
-    PERFORM delq._check_path('client_cert', d.client_cert);
-    PERFORM delq._check_path('client_key', d.client_key);
+    d.enabled := delq._not_null('enabled', coalesce(enabled, d.enabled));
+    d.ca_file := delq._check_path('ca_file', CASE WHEN ca_file = '' THEN NULL ELSE coalesce(ca_file, d.ca_file) END);
+    d.client_cert := delq._check_path('client_cert',
+        CASE WHEN client_cert = '' THEN NULL ELSE coalesce(client_cert, d.client_cert) END);
+    d.client_key := delq._check_path('client_key',
+        CASE WHEN client_key = '' THEN NULL ELSE coalesce(client_key, d.client_key) END);
     IF (d.client_cert IS NULL) <> (d.client_key IS NULL) THEN
         PERFORM delq._invalid('client_cert', 'and client_key must be given together',
                               'Pass both the client certificate and its key, or neither.');
     END IF;
-    PERFORM delq._not_null('enabled', d.enabled);
+    d.updated_at := now();
     RETURN d;
 END
 $$;
@@ -79,28 +112,21 @@ DECLARE
     d delq.destination;
 BEGIN
     d.name := delq._check_name('name', name);
-    d.url := url;
-    d.headers := headers;
-    d.secret := secret;
-    d.timeout_ms := delq._check_duration('timeout', timeout, '100 milliseconds', '10 minutes');
-    d.connect_timeout_ms := delq._check_duration('connect_timeout', connect_timeout,
-                                                 '100 milliseconds', '5 minutes');
-    d.max_attempts := max_attempts;
-    d.concurrency := concurrency;
-    d.confirm := confirm;
-    IF retry_base IS NOT NULL THEN
-        d.retry_base_ms := delq._check_duration('retry_base', retry_base, '1 millisecond', '1 day');
-    END IF;
-    IF retry_max IS NOT NULL THEN
-        d.retry_max_ms := delq._check_duration('retry_max', retry_max, '1 second', '30 days');
-    END IF;
-    d.enabled := enabled;
-    d.ca_file := ca_file;
-    d.client_cert := client_cert;
-    d.client_key := client_key;
     d.created_at := now();
-    d.updated_at := now();
-    d := delq._check_destination(d);
+    -- What alter_destination reads as "back to the default" ('' and 0) is
+    -- a mistake here (an empty secret would silently send unsigned).
+    PERFORM delq._not_null('headers', headers);
+    PERFORM delq._check_secret(secret);
+    PERFORM delq._check_range('max_attempts', max_attempts, 1, 1000);
+    IF retry_base = interval '0' OR retry_max = interval '0' THEN
+        PERFORM delq._check_duration(CASE WHEN retry_base = interval '0' THEN 'retry_base' ELSE 'retry_max' END,
+                                     interval '0', '1 millisecond', '30 days');
+    END IF;
+    PERFORM delq._check_path('ca_file', ca_file), delq._check_path('client_cert', client_cert),
+            delq._check_path('client_key', client_key);
+    d := delq._merge_destination(d, url, headers, secret, timeout, connect_timeout,
+                                 max_attempts, concurrency, confirm, retry_base, retry_max,
+                                 enabled, ca_file, client_cert, client_key);
 
     IF EXISTS (SELECT 1 FROM delq.destination t WHERE t.name = d.name) THEN
         RAISE EXCEPTION 'destination % already exists', quote_literal(d.name)
@@ -120,10 +146,8 @@ EXCEPTION
 END
 $$;
 
--- Change a destination: NULL leaves a setting as it is.  secret => ''
--- removes the signing secret; headers => '{}' removes the extra headers;
--- ca_file, client_cert, client_key => '' and max_attempts => 0,
--- retry_base, retry_max => '0' return to the defaults (the settings).
+-- Change a destination: NULL leaves a setting as it is; see
+-- _merge_destination for the values that return to a default.
 CREATE FUNCTION delq.alter_destination(name text,
                                        url text DEFAULT NULL,
                                        headers jsonb DEFAULT NULL,
@@ -145,43 +169,18 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    d delq.destination := delq._destination(name, true);
+    old delq.destination := delq._destination(name, true);
+    d delq.destination;
     changed text[];
 BEGIN
-    d.url := coalesce(url, d.url);
-    d.headers := coalesce(headers, d.headers);
-    d.secret := CASE WHEN secret = '' THEN NULL ELSE coalesce(secret, d.secret) END;
-    IF timeout IS NOT NULL THEN
-        d.timeout_ms := delq._check_duration('timeout', timeout, '100 milliseconds', '10 minutes');
-    END IF;
-    IF connect_timeout IS NOT NULL THEN
-        d.connect_timeout_ms := delq._check_duration('connect_timeout', connect_timeout,
-                                                     '100 milliseconds', '5 minutes');
-    END IF;
-    d.max_attempts := CASE WHEN max_attempts = 0 THEN NULL ELSE coalesce(max_attempts, d.max_attempts) END;
-    d.concurrency := coalesce(concurrency, d.concurrency);
-    d.confirm := coalesce(confirm, d.confirm);
-    IF retry_base = interval '0' THEN
-        d.retry_base_ms := NULL;
-    ELSIF retry_base IS NOT NULL THEN
-        d.retry_base_ms := delq._check_duration('retry_base', retry_base, '1 millisecond', '1 day');
-    END IF;
-    IF retry_max = interval '0' THEN
-        d.retry_max_ms := NULL;
-    ELSIF retry_max IS NOT NULL THEN
-        d.retry_max_ms := delq._check_duration('retry_max', retry_max, '1 second', '30 days');
-    END IF;
-    d.enabled := coalesce(enabled, d.enabled);
-    d.ca_file := CASE WHEN ca_file = '' THEN NULL ELSE coalesce(ca_file, d.ca_file) END;
-    d.client_cert := CASE WHEN client_cert = '' THEN NULL ELSE coalesce(client_cert, d.client_cert) END;
-    d.client_key := CASE WHEN client_key = '' THEN NULL ELSE coalesce(client_key, d.client_key) END;
-    d.updated_at := now();
-    d := delq._check_destination(d);
+    d := delq._merge_destination(old, url, headers, secret, timeout, connect_timeout,
+                                 max_attempts, concurrency, confirm, retry_base, retry_max,
+                                 enabled, ca_file, client_cert, client_key);
 
-    SELECT array_agg(key ORDER BY key) INTO changed
-      FROM jsonb_each(to_jsonb(d)) n
-      JOIN jsonb_each((SELECT to_jsonb(t) FROM delq.destination t WHERE t.name = d.name)) o USING (key)
-     WHERE n.value IS DISTINCT FROM o.value AND key <> 'updated_at';
+    -- names of changed settings only: values may be secrets
+    SELECT array_agg(n.key ORDER BY n.key) INTO changed
+      FROM jsonb_each(to_jsonb(d)) n JOIN jsonb_each(to_jsonb(old)) o USING (key)
+     WHERE n.value IS DISTINCT FROM o.value AND n.key <> 'updated_at';
 
     UPDATE delq.destination t SET
         url = d.url, headers = d.headers, secret = d.secret, timeout_ms = d.timeout_ms,
@@ -190,7 +189,6 @@ BEGIN
         retry_max_ms = d.retry_max_ms, enabled = d.enabled, ca_file = d.ca_file,
         client_cert = d.client_cert, client_key = d.client_key, updated_at = d.updated_at
      WHERE t.name = d.name;
-    -- names of changed settings only: values may be secrets
     PERFORM delq._log('destination_altered', NULL, d.name,
                       jsonb_build_object('changed', coalesce(changed, '{}')));
     IF enabled THEN
