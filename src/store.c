@@ -30,7 +30,9 @@ typedef enum DelqPlan
 	PLAN_REQUEUE,
 	PLAN_RELEASE,
 	PLAN_NEXT_DUE,
-	PLAN_MAINTAIN,
+	PLAN_ALERTS,
+	PLAN_REDACT,
+	PLAN_CHECKPOINT,
 	PLAN_COUNT
 } DelqPlan;
 
@@ -48,9 +50,9 @@ static const DelqPlanSource plan_sources[PLAN_COUNT] = {
 	[PLAN_REQUEUE] = {"SELECT delq._requeue_stale($1)", 1, {BOOLOID}},
 	[PLAN_RELEASE] = {"SELECT delq._release_held($1)", 1, {INT4OID}},
 	[PLAN_NEXT_DUE] = {"SELECT delq._next_due()", 0, {InvalidOid}},
-	/* deadline alerts, subject redaction, hourly ledger checkpoint */
-	[PLAN_MAINTAIN] = {"SELECT delq.check_deadlines($1) + least(delq.redact(), 1000000)::int"
-		" + (SELECT count(*) FROM delq.ledger_checkpoint('1 hour'))::int", 1, {INT4OID}},
+	[PLAN_ALERTS] = {"SELECT delq.check_deadlines($1)", 1, {INT4OID}},
+	[PLAN_REDACT] = {"SELECT least(delq.redact(), $1)::int", 1, {INT8OID}},
+	[PLAN_CHECKPOINT] = {"SELECT count(*)::int FROM delq.ledger_checkpoint('1 hour')", 0, {InvalidOid}},
 };
 
 static SPIPlanPtr plans[PLAN_COUNT];
@@ -243,7 +245,19 @@ delq_store_next_due(TimestampTz *when)
 }
 
 int
-delq_store_maintain(int max_alerts)
+delq_store_alerts(int max_alerts)
 {
-	return run_plan_int(PLAN_MAINTAIN, Int32GetDatum(max_alerts));
+	return run_plan_int(PLAN_ALERTS, Int32GetDatum(max_alerts));
+}
+
+int
+delq_store_redact(void)
+{
+	return run_plan_int(PLAN_REDACT, Int64GetDatum(PG_INT32_MAX));
+}
+
+int
+delq_store_checkpoint(void)
+{
+	return run_plan_int(PLAN_CHECKPOINT, (Datum) 0);
 }

@@ -36,11 +36,14 @@ extern int	delq_store_requeue_stale(bool all_sending);
 /* Plan deliveries of held requests whose hold period is over. */
 extern int	delq_store_release_held(int max_requests);
 
-/*
- * Deadline alerts (NOTIFY delq_alerts), redaction of old subjects, the
- * hourly ledger checkpoint.  Returns how many things it did.
- */
-extern int	delq_store_maintain(int max_alerts);
+/* Deadline alerts: NOTIFY delq_alerts for requests newly at risk/overdue. */
+extern int	delq_store_alerts(int max_alerts);
+
+/* Replace subjects of requests finished longer ago than the retention. */
+extern int	delq_store_redact(void);
+
+/* Chain the ledger's heads, at most once an hour. */
+extern int	delq_store_checkpoint(void);
 
 /* When the next retry, held request or breaker probe falls due. */
 extern bool delq_store_next_due(TimestampTz *when);

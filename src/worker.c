@@ -241,12 +241,21 @@ ms_until(TimestampTz t)
 	return secs * 1000 + usecs / 1000;
 }
 
+typedef int (*DelqUpkeep) (void);
+
+static int
+deadline_alerts(void)
+{
+	return delq_store_alerts(delq_batch_size);
+}
+
 /*
- * Privacy upkeep in a subtransaction of its own: a failure there is logged
- * and retried next time, and never stops forwarding.
+ * Run one privacy task in a subtransaction of its own: a failure is logged
+ * and retried at the next housekeeping, and stops neither the other tasks
+ * nor forwarding.
  */
 static void
-maintain(void)
+upkeep(DelqUpkeep task, const char *what)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -254,7 +263,7 @@ maintain(void)
 	BeginInternalSubTransaction(NULL);
 	PG_TRY();
 	{
-		delq_store_maintain(delq_batch_size);
+		task();
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
@@ -266,8 +275,8 @@ maintain(void)
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		ereport(WARNING,
-				(errmsg("delq worker could not run its maintenance: %s", edata->message),
-				 errhint("Deadline alerts, redaction and ledger checkpoints are retried at the next housekeeping.")));
+				(errmsg("delq worker could not run %s: %s", what, edata->message),
+				 errhint("It is retried at the next housekeeping.")));
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
@@ -289,7 +298,9 @@ housekeeping(void)
 	begin_step("delq: housekeeping");
 	delq_store_release_held(delq_batch_size);
 	delq_store_requeue_stale(false);
-	maintain();
+	upkeep(deadline_alerts, "deadline alerts");
+	upkeep(delq_store_redact, "redaction");
+	upkeep(delq_store_checkpoint, "the ledger checkpoint");
 	/*
 	 * Work due already is claimed right after this; if it could not be, it
 	 * waits for a transfer to end or a commit, not for a busy loop.

@@ -1,6 +1,6 @@
 -- The audit trail: one row per state change, append-only.  It never holds
--- the subject (personal data).  prev_hash and hash are reserved for the
--- tamper-evident ledger.
+-- the subject (personal data).  prev_hash and hash chain each row to its
+-- predecessor (the tamper-evident ledger, 81_ledger.sql).
 
 CREATE TABLE delq.event (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

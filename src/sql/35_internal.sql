@@ -103,7 +103,12 @@ BEGIN
          WHERE EXISTS (SELECT 1 FROM delq.route rt
                         WHERE rt.destination = d.name AND doc @> rt.match)
          ORDER BY d.name
-        ON CONFLICT ON CONSTRAINT delivery_request_id_destination_key DO NOTHING
+        -- a delivery cancelled by drop_destination is revived, with its
+        -- webhook id, when the destination is back
+        ON CONFLICT ON CONSTRAINT delivery_request_id_destination_key DO UPDATE
+            SET state = 'queued', next_attempt_at = now(), attempts_base = delivery.attempts,
+                lease_until = NULL
+            WHERE delivery.state = 'cancelled'
         RETURNING delivery.destination
     )
     INSERT INTO delq.event (kind, request_id, destination, actor)

@@ -118,9 +118,11 @@ BEGIN
     PERFORM delq._not_null('headers', headers);
     PERFORM delq._check_secret(secret);
     PERFORM delq._check_range('max_attempts', max_attempts, 1, 1000);
-    IF retry_base = interval '0' OR retry_max = interval '0' THEN
-        PERFORM delq._check_duration(CASE WHEN retry_base = interval '0' THEN 'retry_base' ELSE 'retry_max' END,
-                                     interval '0', '1 millisecond', '30 days');
+    IF retry_base = interval '0' THEN
+        PERFORM delq._check_duration('retry_base', retry_base, '1 millisecond', '1 day');
+    END IF;
+    IF retry_max = interval '0' THEN
+        PERFORM delq._check_duration('retry_max', retry_max, '1 second', '30 days');
     END IF;
     PERFORM delq._check_path('ca_file', ca_file), delq._check_path('client_cert', client_cert),
             delq._check_path('client_key', client_key);

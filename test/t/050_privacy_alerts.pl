@@ -115,12 +115,7 @@ $node->stop;
 
 # --- the worker alerts on its own ----------------------------------------------
 # The worker calls delq.check_deadlines() from its housekeeping (src/worker.c).
-my $hooked = grep { slurp_file($_) =~ /SELECT delq\.check_deadlines\(/ } glob('src/*.c');
-SKIP:
 {
-	skip 'the worker does not call delq.check_deadlines() yet (src/worker.c housekeeping)', 4
-	  unless $hooked;
-
 	my $wnode = delq_node('alerts_worker');
 	my $bg = $wnode->background_psql('postgres');
 	$bg->query_safe('LISTEN delq_alerts');
