@@ -149,9 +149,6 @@ SELECT lives_ok($$INSERT INTO ids SELECT 'echoed', delq.submit('pd-marker-10@exa
                 'alice submits a request the destination will refuse');
 RESET SESSION AUTHORIZATION;
 
-SELECT to_regprocedure('delq._record(bigint[], text[], integer[], text[], integer[], boolean[])')
-       IS NOT NULL AS have_record \gset
-\if :have_record
 -- What the worker does: claim (attempts + 1, 'sending'), send, record.
 UPDATE delq.delivery SET state = 'sending', attempts = attempts + 1,
                          first_attempt_at = now(), last_attempt_at = now()
@@ -170,9 +167,6 @@ SELECT is((SELECT state FROM delq.delivery
 SELECT is((SELECT count(*)::integer FROM delq.event e WHERE e::text ~* 'pd-marker'), 0,
           'no event holds the subject that a destination echoed in its error answer');
 RESET SESSION AUTHORIZATION;
-\else
-SELECT skip('delq._record(bigint[], text[], integer[], text[], integer[], boolean[]) does not exist', 3);
-\endif
 
 SELECT * FROM finish();
 ROLLBACK;
