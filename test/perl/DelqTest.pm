@@ -58,7 +58,7 @@ use PostgreSQL::Test::Utils ();
 use Test::More ();
 use Time::HiRes qw(usleep time);
 
-our @EXPORT = qw(start_sink poll_until verify_signature sign_webhook delq_node);
+our @EXPORT = qw(start_sink poll_until verify_signature sign_webhook delq_node check_webhook_id);
 
 my $SINK_SCRIPT =
   File::Spec->rel2abs(dirname(__FILE__) . '/../sink/delq_sink.py');
@@ -162,6 +162,32 @@ sub delq_node
 	$node->safe_psql('postgres', 'CREATE EXTENSION delq')
 	  if $opts{extension} // 1;
 	return $node;
+}
+
+=pod
+
+=item check_webhook_id($node, $sink, $rid, $dest, $name)
+
+One test: every request the sink got for (request, destination) carries
+the delivery's webhook id as webhook-id, Idempotency-Key and body "id".
+Returns how many requests there were.
+
+=cut
+
+sub check_webhook_id
+{
+	my ($node, $sink, $rid, $dest, $name) = @_;
+	my $wid = $node->safe_psql('postgres',
+		"SELECT webhook_id FROM delq.delivery WHERE request_id = '$rid' AND destination = '$dest'");
+	my @r = $sink->for_request($dest, $rid);
+	my @bad = grep {
+		($_->{headers}{'webhook-id'} // '') ne $wid
+		  || ($_->{headers}{'idempotency-key'} // '') ne $wid
+		  || (JSON::PP::decode_json($_->{body})->{id} // '') ne $wid
+	} @r;
+	Test::More::ok(@r > 0 && !@bad,
+		"$name: all " . scalar(@r) . " requests carry webhook id $wid");
+	return scalar @r;
 }
 
 =pod
@@ -284,6 +310,16 @@ sub requests
 	my ($self, $dest, $since) = @_;
 	my $q = join '&', (defined $dest ? "dest=$dest" : ()), "since=" . ($since // 0);
 	return @{ $self->_call('GET', "/_requests?$q") };
+}
+
+# The records for $dest, only those of request $rid when given.
+sub for_request
+{
+	my ($self, $dest, $rid) = @_;
+	return grep {
+		!defined $rid
+		  || (eval { JSON::PP::decode_json($_->{body})->{request_id} } // '') eq $rid
+	} $self->requests($dest);
 }
 
 sub stats { return $_[0]->_call('GET', '/_stats') }

@@ -49,13 +49,7 @@ sub submit
 	return sql("SELECT delq.submit($args)");
 }
 
-# The sink's records for $dest, optionally only those of request $rid.
-sub records
-{
-	my ($dest, $rid) = @_;
-	return grep { !defined $rid || (eval { decode_json($_->{body})->{request_id} } // '') eq $rid }
-	  $sink->requests($dest);
-}
+sub records { return $sink->for_request(@_) }
 
 sub delivery
 {
@@ -63,21 +57,7 @@ sub delivery
 	return sql("SELECT $cols FROM delq.delivery WHERE request_id = '$rid' AND destination = '$dest'");
 }
 
-# Every request the sink got for (request, destination) carries the
-# delivery's webhook id, as webhook-id, Idempotency-Key and body "id".
-sub same_webhook_id
-{
-	my ($rid, $dest, $name) = @_;
-	my $wid = delivery($rid, $dest, 'webhook_id');
-	my @r = records($dest, $rid);
-	my @bad = grep {
-		($_->{headers}{'webhook-id'} // '') ne $wid
-		  || ($_->{headers}{'idempotency-key'} // '') ne $wid
-		  || (decode_json($_->{body})->{id} // '') ne $wid
-	} @r;
-	ok(@r > 0 && !@bad, "$name: all " . scalar(@r) . " requests carry webhook id $wid");
-	return scalar @r;
-}
+sub same_webhook_id { return check_webhook_id($node, $sink, @_) }
 
 # A TCP port on 127.0.0.1 where nothing listens.
 sub closed_port

@@ -40,12 +40,7 @@ sub submit
 	return sql(qq{SELECT delq.submit(subject => '$subject', source => 'app', attributes => '{"t": "$t"}')});
 }
 
-sub records
-{
-	my ($dest, $rid) = @_;
-	return grep { !defined $rid || (eval { decode_json($_->{body})->{request_id} } // '') eq $rid }
-	  $sink->requests($dest);
-}
+sub records { return $sink->for_request(@_) }
 
 sub delivery
 {
@@ -53,17 +48,7 @@ sub delivery
 	return sql("SELECT $cols FROM delq.delivery WHERE request_id = '$rid' AND destination = '$dest'");
 }
 
-sub same_webhook_id
-{
-	my ($rid, $dest, $name) = @_;
-	my $wid = delivery($rid, $dest, 'webhook_id');
-	my @r = records($dest, $rid);
-	my @bad = grep {
-		($_->{headers}{'webhook-id'} // '') ne $wid
-		  || ($_->{headers}{'idempotency-key'} // '') ne $wid
-	} @r;
-	ok(@r > 0 && !@bad, "$name: all " . scalar(@r) . " requests carry webhook id $wid");
-}
+sub same_webhook_id { return check_webhook_id($node, $sink, @_) }
 
 # The errors of the retry_scheduled events of one delivery, oldest first.
 sub retry_errors
