@@ -46,6 +46,8 @@ $$;
 -- Claim up to max_rows due deliveries, earliest deadline first, keeping
 -- each destination under its concurrency cap and holding back destinations
 -- whose circuit breaker is open (one probe once its cool-down passed).
+-- The ids are picked first, so that the update and the joins that follow
+-- are planned for a batch (index lookups), not for the whole queue.
 CREATE FUNCTION delq._claim(max_rows integer)
 RETURNS TABLE (delivery_id bigint, request_id uuid, destination text, webhook_id text,
                url text, headers text[], secret text, timeout_ms integer,
@@ -54,21 +56,20 @@ RETURNS TABLE (delivery_id bigint, request_id uuid, destination text, webhook_id
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    ids bigint[];
 BEGIN
-    RETURN QUERY
-    WITH room AS (
-        SELECT d.name,
-               CASE WHEN s.breaker_until IS NULL THEN d.concurrency
-                    WHEN s.breaker_until <= now() THEN 1
-                    ELSE 0 END
-               - (SELECT count(*) FROM delq.delivery x
-                   WHERE x.destination = d.name AND x.state = 'sending')::integer AS free
-          FROM delq.destination d
-          LEFT JOIN delq.destination_state s ON s.name = d.name
-         WHERE d.enabled
-    ), candidate AS (
-        SELECT c.id, c.due_at, c.next_attempt_at
-          FROM room,
+    ids := ARRAY(
+        SELECT c.id
+          FROM (SELECT d.name,
+                       CASE WHEN s.breaker_until IS NULL THEN d.concurrency
+                            WHEN s.breaker_until <= now() THEN 1
+                            ELSE 0 END
+                       - (SELECT count(*) FROM delq.delivery x
+                           WHERE x.destination = d.name AND x.state = 'sending')::integer AS free
+                  FROM delq.destination d
+                  LEFT JOIN delq.destination_state s ON s.name = d.name
+                 WHERE d.enabled) room,
                LATERAL (SELECT dl.id, dl.due_at, dl.next_attempt_at
                           FROM delq.delivery dl
                          WHERE dl.destination = room.name AND dl.state = 'queued'
@@ -78,15 +79,20 @@ BEGIN
                            FOR UPDATE SKIP LOCKED) c
          WHERE room.free > 0
          ORDER BY c.due_at, c.next_attempt_at
-         LIMIT max_rows
-    ), claimed AS (
+         LIMIT max_rows);
+    IF cardinality(ids) = 0 THEN
+        RETURN;
+    END IF;
+
+    RETURN QUERY
+    WITH claimed AS (
         UPDATE delq.delivery dl
            SET state = 'sending', attempts = dl.attempts + 1,
                first_attempt_at = coalesce(dl.first_attempt_at, now()),
                last_attempt_at = now(),
                lease_until = now() + make_interval(secs => 60 + 2 * t.timeout_ms / 1000.0)
-          FROM candidate c, delq.destination t
-         WHERE dl.id = c.id AND t.name = dl.destination
+          FROM delq.destination t
+         WHERE dl.id = ANY (ids) AND t.name = dl.destination
         RETURNING dl.*
     ), logged AS (
         INSERT INTO delq.event (kind, request_id, destination, detail, actor)
