@@ -53,6 +53,7 @@ report() {
 	if [ -n "$(get rss_growth_kb)" ]; then
 		echo "| 5 | worker RSS growth across $(get rss_n) deliveries, kB (private: anon + file) | $(get rss_private_growth_kb) | VmRSS $(get rss_before_kb) -> $(get rss_after_kb) (+$(get rss_growth_kb), of which shared buffers +$(get rss_shmem_growth_kb)) | | <= 10240 | $(judge "$(get rss_private_growth_kb)" '<=' 10240) |"
 		echo "| 5 | worker CPU while idle, % of a core over ${IDLE_CPU_SECONDS} s | $(get idle_cpu_pct) | $(get idle_cpu_ticks) ticks | | about 0 (<= 0.5) | $(judge "$(get idle_cpu_pct)" '<=' 0.5) |"
+		[ -n "$(get parked_cpu_pct)" ] && echo "| 5 | worker CPU while idle beside 10,000 due deliveries of a disabled destination, % of a core | $(get parked_cpu_pct) | empty queue: $(get idle_cpu_pct) | | about 0 (<= 0.5) | $(judge "$(get parked_cpu_pct)" '<=' 0.5) |"
 	fi
 	if [ -n "$(get fan_none)" ]; then
 		r6=$(ratio "$(get fan_down)" "$(get fan_none)")

@@ -22,11 +22,14 @@ BEGIN
                          'ledger_checkpoint', 'ledger_checkpoint_head', 'deadline_alert');
     -- all locks at once or none, retried: waiting for them one by one
     -- while the worker holds some and wants others would be a deadlock
-    FOR i IN 1 .. 1000 LOOP
+    FOR i IN 1 .. 6000 LOOP
         BEGIN
             EXECUTE 'LOCK TABLE ' || array_to_string(tables, ', ') || ' IN ACCESS EXCLUSIVE MODE NOWAIT';
             EXIT;
         EXCEPTION WHEN lock_not_available THEN
+            IF i = 6000 THEN
+                RAISE;	-- a minute: better an error than a deadlock with the worker
+            END IF;
             PERFORM pg_sleep(0.01);
         END;
     END LOOP;
