@@ -58,6 +58,8 @@
 #define DELQ_RESTART_DELAY_MS	1000
 #define DELQ_RESTART_DELAY_MAX_MS	60000
 #define DELQ_STABLE_RUN_MS		30000
+/* Pause before claiming work that fell due during the previous claim. */
+#define DELQ_DUE_AGAIN_MS		10
 
 PGDLLEXPORT void delq_launcher_main(Datum arg);
 PGDLLEXPORT void delq_worker_main(Datum arg);
@@ -285,46 +287,70 @@ upkeep(DelqUpkeep task, const char *what)
 }
 
 /*
- * Release held requests that fell due, requeue expired leases, run the
- * privacy upkeep, and learn when the next retry or hold falls due.
- */
-static TimestampTz
-housekeeping(void)
-{
-	TimestampTz next;
-	TimestampTz idle_limit = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														 delq_idle_timeout_ms);
-
-	begin_step("delq: housekeeping");
-	delq_store_release_held(delq_batch_size);
-	delq_store_requeue_stale(false);
-	upkeep(deadline_alerts, "deadline alerts");
-	upkeep(delq_store_redact, "redaction");
-	upkeep(delq_store_checkpoint, "the ledger checkpoint");
-	/*
-	 * Work due already is claimed right after this; if it could not be, it
-	 * waits for a transfer to end or a commit, not for a busy loop.
-	 */
-	if (!delq_store_next_due(&next) || next > idle_limit ||
-		next <= GetCurrentTimestamp())
-		next = idle_limit;
-	end_step();
-	return next;
-}
-
-/*
- * Bring next_look forward to the next retry, hold or probe that falls due
- * in the future.  Work due already but not claimable (a destination at its
- * concurrency cap) is picked up when a transfer finishes.
+ * Bring next_look forward to when the next retry, hold or breaker probe
+ * falls due.  delq._next_due() leaves out work that cannot be claimed now
+ * (a destination at its concurrency cap, behind an open breaker, disabled),
+ * which a finishing transfer or a commit brings back, so a time already
+ * past means work that fell due after this turn's claim: look again soon.
  */
 static TimestampTz
 sooner_look(TimestampTz next_look)
 {
 	TimestampTz due;
+	TimestampTz soon = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												   DELQ_DUE_AGAIN_MS);
 
-	if (delq_store_next_due(&due) && due > GetCurrentTimestamp() && due < next_look)
-		return due;
-	return next_look;
+	if (!delq_store_next_due(&due))
+		return next_look;
+	return Min(next_look, Max(due, soon));
+}
+
+/*
+ * Release held requests that fell due, requeue expired leases, run the
+ * privacy upkeep.  Returns when to do it again.
+ */
+static TimestampTz
+housekeeping(void)
+{
+	delq_store_release_held(delq_batch_size);
+	delq_store_requeue_stale(false);
+	upkeep(deadline_alerts, "deadline alerts");
+	upkeep(delq_store_redact, "redaction");
+	upkeep(delq_store_checkpoint, "the ledger checkpoint");
+
+	/* at the latest, look again after the idle timeout */
+	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delq_idle_timeout_ms);
+}
+
+/*
+ * One turn's database work, in one short transaction: record what came
+ * back, look after held requests and upkeep when due, claim what is due.
+ * The claim commits with it, before anything claimed is sent.  Returns
+ * whether to claim again at once (the batch was full).
+ */
+static bool
+database_turn(DelqForwarder *fw, bool claim_now, TimestampTz *next_look)
+{
+	int			room = Min(delq_max_in_flight - fw->running, delq_batch_size);
+
+	begin_step("delq: forwarding");
+	if (fw->ndone > 0)
+	{
+		delq_forwarder_record(fw);
+		claim_now = true;		/* capacity came free */
+	}
+	if (GetCurrentTimestamp() >= *next_look)
+	{
+		*next_look = housekeeping();
+		claim_now = true;
+	}
+	/* a full batch: more may be due right now */
+	if (claim_now && room > 0)
+		claim_now = (delq_forwarder_claim(fw, room) == room);
+	if (!claim_now)
+		*next_look = sooner_look(*next_look);
+	end_step();
+	return claim_now;
 }
 
 static void
@@ -335,7 +361,6 @@ forwarding_loop(DelqForwarder *fw)
 
 	for (;;)
 	{
-		int			room;
 		long		timeout;
 
 		CHECK_FOR_INTERRUPTS();
@@ -345,34 +370,8 @@ forwarding_loop(DelqForwarder *fw)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		if (fw->ndone > 0)
-		{
-			begin_step("delq: recording outcomes");
-			delq_forwarder_record(fw);
-			next_look = sooner_look(next_look);
-			end_step();
-			claim_now = true;	/* capacity came free */
-		}
-
-		if (GetCurrentTimestamp() >= next_look)
-		{
-			next_look = housekeeping();
-			claim_now = true;
-		}
-
-		room = Min(delq_max_in_flight - fw->running, delq_batch_size);
-		if (claim_now && room > 0)
-		{
-			int			got;
-
-			begin_step("delq: claiming deliveries");
-			got = delq_forwarder_claim(fw, room);
-			/* a full batch: more may be due right now */
-			claim_now = (got == room);
-			if (!claim_now)
-				next_look = sooner_look(next_look);
-			end_step();
-		}
+		if (fw->ndone > 0 || claim_now || GetCurrentTimestamp() >= next_look)
+			claim_now = database_turn(fw, claim_now, &next_look);
 
 		if (claim_now && fw->running < delq_max_in_flight)
 			timeout = 0;

@@ -20,7 +20,8 @@ SELECT pg_catalog.pg_extension_config_dump('delq.destination_state', '');
 DROP INDEX delq.delivery_claim_idx;
 CREATE INDEX delivery_claim_idx ON delq.delivery (destination, due_at, next_attempt_at)
     WHERE state = 'queued';
-CREATE INDEX delivery_next_attempt_idx ON delq.delivery (next_attempt_at)
+-- the next retry of each destination (_next_due)
+CREATE INDEX delivery_next_attempt_idx ON delq.delivery (destination, next_attempt_at)
     WHERE state = 'queued';
 
 -- The HTTP body a destination receives (DESIGN.md).
@@ -55,6 +56,9 @@ RETURNS TABLE (delivery_id bigint, request_id uuid, destination text, webhook_id
                client_key text, body text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- cached generic plans are costed for the whole queue; compiling them
+-- costs ten times what they run (docs/performance.md)
+SET jit = off
 AS $$
 DECLARE
     ids bigint[];
@@ -121,6 +125,7 @@ CREATE FUNCTION delq._record(ids bigint[], outcomes text[], statuses integer[],
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
 DECLARE
     base_ms double precision := extract(epoch FROM current_setting('delq.retry_base')::interval) * 1000;
@@ -150,8 +155,9 @@ BEGIN
                coalesce(t.retry_max_ms, max_ms) AS max_ms
           FROM unnest(ids, outcomes, statuses, errors, retry_after, gone)
                AS o(id, outcome, status, error, retry_after, gone)
-          JOIN delq.delivery dl ON dl.id = o.id AND dl.state = 'sending'
+          JOIN delq.delivery dl ON dl.id = o.id
           JOIN delq.destination t ON t.name = dl.destination
+         WHERE dl.id = ANY (ids) AND dl.state = 'sending'
            FOR UPDATE OF dl
     ), decided AS (
         SELECT o.*,
@@ -214,6 +220,7 @@ BEGIN
                           ORDER BY o.id DESC) FILTER (WHERE o.outcome <> 'confirmed'))[1] AS last_failure
           FROM unnest(ids, outcomes, errors, gone) AS o(id, outcome, error, gone)
           JOIN delq.delivery dl ON dl.id = o.id
+         WHERE dl.id = ANY (ids)
          GROUP BY dl.destination
       ) g
     ON CONFLICT (name) DO UPDATE SET
@@ -275,21 +282,27 @@ $$;
 -- nothing is scheduled.
 CREATE FUNCTION delq._next_due()
 RETURNS timestamptz
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT min(t) FROM (
-        SELECT min(greatest(dl.next_attempt_at, s.breaker_until))
-          FROM delq.destination d
-          LEFT JOIN delq.destination_state s ON s.name = d.name
-          JOIN delq.delivery dl ON dl.destination = d.name AND dl.state = 'queued'
-         WHERE d.enabled
-           AND (SELECT count(*) FROM delq.delivery x
-                 WHERE x.destination = d.name AND x.state = 'sending')
-               < CASE WHEN s.breaker_until IS NULL THEN d.concurrency ELSE 1 END
-        UNION ALL
-        SELECT min(p.hold_until) FROM delq.pending p WHERE p.status = 'held'
-    ) due(t);
+BEGIN
+    -- PL/pgSQL keeps the plan; the worker asks after every turn
+    RETURN (
+        SELECT min(t) FROM (
+            SELECT greatest(q.next_attempt_at, s.breaker_until)
+              FROM delq.destination d
+              LEFT JOIN delq.destination_state s ON s.name = d.name
+             CROSS JOIN LATERAL (SELECT dl.next_attempt_at FROM delq.delivery dl
+                                  WHERE dl.destination = d.name AND dl.state = 'queued'
+                                  ORDER BY dl.next_attempt_at LIMIT 1) q
+             WHERE d.enabled
+               AND (SELECT count(*) FROM delq.delivery x
+                     WHERE x.destination = d.name AND x.state = 'sending')
+                   < CASE WHEN s.breaker_until IS NULL THEN d.concurrency ELSE 1 END
+            UNION ALL
+            SELECT min(p.hold_until) FROM delq.pending p WHERE p.status = 'held'
+        ) due(t));
+END
 $$;
 
 CREATE FUNCTION delq._dispatch(max_deliveries integer)
