@@ -122,6 +122,11 @@ CREATE TABLE delq.delivery (
 
 CREATE INDEX delivery_claim_idx ON delq.delivery (due_at, next_attempt_at)
     WHERE state = 'queued';
-CREATE INDEX delivery_sending_idx ON delq.delivery (lease_until)
+-- In flight per destination (the claim's concurrency cap) and by lease;
+-- and the states an operator acts on.  Not (destination, state) over every
+-- row: each state change of a delivery in the hot path (queued, sending,
+-- confirmed) would insert into it.
+CREATE INDEX delivery_sending_idx ON delq.delivery (destination, lease_until)
     WHERE state = 'sending';
-CREATE INDEX delivery_destination_idx ON delq.delivery (destination, state);
+CREATE INDEX delivery_destination_idx ON delq.delivery (destination, state)
+    WHERE state NOT IN ('queued', 'sending', 'confirmed');

@@ -47,10 +47,13 @@ ALTER TABLE delq.event ENABLE ALWAYS TRIGGER event_no_truncate;
 CREATE FUNCTION delq._log(kind text, request_id uuid, destination text DEFAULT NULL,
                           detail jsonb DEFAULT '{}', actor text DEFAULT NULL)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    -- plpgsql, not sql: the INSERT's plan is kept across calls
     INSERT INTO delq.event (kind, request_id, destination, detail, actor)
-    VALUES (kind, request_id, destination, coalesce(detail, '{}'),
-            coalesce(actor, session_user));
+    VALUES (_log.kind, _log.request_id, _log.destination, coalesce(_log.detail, '{}'),
+            coalesce(_log.actor, session_user));
+END
 $$;

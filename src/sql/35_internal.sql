@@ -139,9 +139,11 @@ $$;
 -- are left alone.
 CREATE FUNCTION delq._refresh_status(request_ids uuid[], actor text DEFAULT NULL)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    -- plpgsql, not sql: the plan is kept instead of made on every call
     WITH derived AS (
         SELECT dl.request_id,
                CASE WHEN bool_or(dl.state = 'failed') THEN 'failed'
@@ -155,7 +157,7 @@ AS $$
                     WHEN bool_and(dl.state = 'cancelled') THEN 'every delivery was cancelled'
                END AS failure_reason
           FROM delq.delivery dl
-         WHERE dl.request_id = ANY (request_ids)
+         WHERE dl.request_id = ANY (_refresh_status.request_ids)
          GROUP BY dl.request_id
     ), changed AS (
         UPDATE delq.pending p
@@ -171,9 +173,10 @@ AS $$
     INSERT INTO delq.event (kind, request_id, detail, actor)
     SELECT c.status, c.id,
            jsonb_strip_nulls(jsonb_build_object('status', c.status, 'failure_reason', c.failure_reason)),
-           coalesce(actor, session_user)
+           coalesce(_refresh_status.actor, session_user)
       FROM changed c
      ORDER BY c.id;
+END
 $$;
 
 -- Release held requests whose hold period is over (the worker and
