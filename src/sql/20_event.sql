@@ -17,26 +17,31 @@ CREATE TABLE delq.event (
 CREATE INDEX event_request_idx ON delq.event (request_id, id);
 CREATE INDEX event_at_idx ON delq.event (at);
 
-CREATE FUNCTION delq._event_is_append_only()
+-- Trigger function for the evidence tables (this one and the ledger's):
+-- refuses UPDATE, DELETE and TRUNCATE.  Arguments: why, and what to do
+-- instead.
+CREATE FUNCTION delq._append_only()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RAISE EXCEPTION 'delq.event is append-only: % is not allowed', TG_OP
-        USING ERRCODE = 'insufficient_privilege',
-              DETAIL = 'The audit trail is evidence of what was done; no role may change it.',
-              HINT = 'Add a new event instead.';
+    RAISE EXCEPTION '%.% is append-only: % is not allowed', TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP
+        USING ERRCODE = 'insufficient_privilege', DETAIL = TG_ARGV[0], HINT = TG_ARGV[1];
 END
 $$;
 
 CREATE TRIGGER event_no_update_delete
     BEFORE UPDATE OR DELETE ON delq.event
-    FOR EACH ROW EXECUTE FUNCTION delq._event_is_append_only();
+    FOR EACH ROW EXECUTE FUNCTION delq._append_only(
+        'The audit trail is evidence of what was done; no role may change it.',
+        'Add a new event instead.');
 
 CREATE TRIGGER event_no_truncate
     BEFORE TRUNCATE ON delq.event
-    FOR EACH STATEMENT EXECUTE FUNCTION delq._event_is_append_only();
+    FOR EACH STATEMENT EXECUTE FUNCTION delq._append_only(
+        'The audit trail is evidence of what was done; no role may change it.',
+        'Add a new event instead.');
 
 -- Fire also under session_replication_role = replica.
 ALTER TABLE delq.event ENABLE ALWAYS TRIGGER event_no_update_delete;

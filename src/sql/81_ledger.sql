@@ -76,31 +76,26 @@ CREATE TABLE delq.ledger_checkpoint_head (
 
 CREATE INDEX ledger_checkpoint_head_chain_idx ON delq.ledger_checkpoint_head (chain, checkpoint_id);
 
-CREATE FUNCTION delq._ledger_is_append_only()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RAISE EXCEPTION '%.% is append-only: % is not allowed', TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP
-        USING ERRCODE = 'insufficient_privilege',
-              DETAIL = 'Ledger checkpoints are evidence; no role may change them.',
-              HINT = 'Take a new checkpoint with delq.ledger_checkpoint() instead.';
-END
-$$;
-
 CREATE TRIGGER ledger_checkpoint_no_update_delete
     BEFORE UPDATE OR DELETE ON delq.ledger_checkpoint
-    FOR EACH ROW EXECUTE FUNCTION delq._ledger_is_append_only();
+    FOR EACH ROW EXECUTE FUNCTION delq._append_only(
+        'Ledger checkpoints are evidence; no role may change them.',
+        'Take a new checkpoint with delq.ledger_checkpoint() instead.');
 CREATE TRIGGER ledger_checkpoint_no_truncate
     BEFORE TRUNCATE ON delq.ledger_checkpoint
-    FOR EACH STATEMENT EXECUTE FUNCTION delq._ledger_is_append_only();
+    FOR EACH STATEMENT EXECUTE FUNCTION delq._append_only(
+        'Ledger checkpoints are evidence; no role may change them.',
+        'Take a new checkpoint with delq.ledger_checkpoint() instead.');
 CREATE TRIGGER ledger_checkpoint_head_no_update_delete
     BEFORE UPDATE OR DELETE ON delq.ledger_checkpoint_head
-    FOR EACH ROW EXECUTE FUNCTION delq._ledger_is_append_only();
+    FOR EACH ROW EXECUTE FUNCTION delq._append_only(
+        'Ledger checkpoints are evidence; no role may change them.',
+        'Take a new checkpoint with delq.ledger_checkpoint() instead.');
 CREATE TRIGGER ledger_checkpoint_head_no_truncate
     BEFORE TRUNCATE ON delq.ledger_checkpoint_head
-    FOR EACH STATEMENT EXECUTE FUNCTION delq._ledger_is_append_only();
+    FOR EACH STATEMENT EXECUTE FUNCTION delq._append_only(
+        'Ledger checkpoints are evidence; no role may change them.',
+        'Take a new checkpoint with delq.ledger_checkpoint() instead.');
 ALTER TABLE delq.ledger_checkpoint ENABLE ALWAYS TRIGGER ledger_checkpoint_no_update_delete;
 ALTER TABLE delq.ledger_checkpoint ENABLE ALWAYS TRIGGER ledger_checkpoint_no_truncate;
 ALTER TABLE delq.ledger_checkpoint_head ENABLE ALWAYS TRIGGER ledger_checkpoint_head_no_update_delete;

@@ -26,10 +26,10 @@ GRANT ALL ON ids TO PUBLIC;
 
 SELECT has_trigger('delq', 'event', 'event_no_update_delete', 'delq.event has a row trigger');
 SELECT has_trigger('delq', 'event', 'event_no_truncate', 'delq.event has a TRUNCATE trigger');
-SELECT trigger_is('delq', 'event', 'event_no_update_delete', 'delq', '_event_is_append_only',
-                  'the row trigger calls delq._event_is_append_only');
-SELECT trigger_is('delq', 'event', 'event_no_truncate', 'delq', '_event_is_append_only',
-                  'the TRUNCATE trigger calls delq._event_is_append_only');
+SELECT trigger_is('delq', 'event', 'event_no_update_delete', 'delq', '_append_only',
+                  'the row trigger calls delq._append_only');
+SELECT trigger_is('delq', 'event', 'event_no_truncate', 'delq', '_append_only',
+                  'the TRUNCATE trigger calls delq._append_only');
 SELECT is((SELECT array_agg(tgenabled::text ORDER BY tgname) FROM pg_trigger
             WHERE tgrelid = 'delq.event'::regclass AND NOT tgisinternal
               AND tgname IN ('event_no_update_delete', 'event_no_truncate')) <@ ARRAY['O', 'A'],
