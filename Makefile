@@ -18,7 +18,8 @@ OBJS = \
 	src/worker.o \
 	src/forward.o \
 	src/dispatch.o \
-	src/hmac.o
+	src/hmac.o \
+	src/ledger.o
 
 PG_CPPFLAGS = -I$(srcdir)/src
 SHLIB_LINK = -lcurl

@@ -261,5 +261,21 @@ SELECT delq._log('note', :'r', NULL,
 SELECT detail FROM delq.event WHERE request_id = :'r' ORDER BY id DESC LIMIT 1;
 SELECT * FROM pg_temp.problems();
 
+-- The trigger (C) writes the canonical text that _event_hash() (SQL)
+-- hashes, whatever the detail holds: escapes, non-ASCII, nesting, numbers
+-- of every form, and for events of requests, destinations and the admin
+-- chain.
+SELECT delq._log('note', :'r', 'p51_a',
+                 jsonb_build_object('quote', 'say "hi" \ back', 'nl', E'two\nlines\ttab',
+                                    'intl', 'Zoë 日本 😀', 'ctl', E'\u0001',
+                                    'nums', jsonb_build_array(0, -1.50, 1e20, 123456789012345678),
+                                    'deep', jsonb_build_object('a', jsonb_build_array(true, false, null, '{}'::jsonb))));
+SELECT delq._log('note', NULL, 'p51_b', '{"k": "destination chain"}');
+SELECT delq._log('note', NULL, NULL, '{}');
+SELECT delq._log('note', NULL, NULL, NULL);
+SELECT count(*) FILTER (WHERE hash <> delq._event_hash(e)) AS mismatched, count(*) AS checked
+  FROM (SELECT * FROM delq.event ORDER BY id DESC LIMIT 4) e;
+SELECT * FROM pg_temp.problems();
+
 -- Intact after all the rolled back tampering.
 SELECT count(*) AS problems FROM delq.verify_ledger();

@@ -45,12 +45,15 @@ CREATE TABLE delq.ledger_head (
     chain text PRIMARY KEY,
     events bigint NOT NULL,
     last_id bigint NOT NULL,
+    -- the hash before the last event (that event's prev_hash)
+    prev_hash bytea NOT NULL,
     hash bytea NOT NULL,
     checkpointed bigint NOT NULL DEFAULT 0
 ) WITH (fillfactor = 80);
-
--- The heads the next checkpoint must seal.
-CREATE INDEX ledger_head_moved_idx ON delq.ledger_head (chain) WHERE events > checkpointed;
+-- No index but the key: every event updates its head, and an index on a
+-- column it changes (events > checkpointed, say) would make each of those
+-- updates write new index entries instead of a HOT update.  The hourly
+-- checkpoint reads the table through.
 
 -- Checkpoints: a chain of their own, each over the heads that moved since
 -- the one before.  Append-only.
@@ -101,65 +104,33 @@ ALTER TABLE delq.ledger_checkpoint ENABLE ALWAYS TRIGGER ledger_checkpoint_no_tr
 ALTER TABLE delq.ledger_checkpoint_head ENABLE ALWAYS TRIGGER ledger_checkpoint_head_no_update_delete;
 ALTER TABLE delq.ledger_checkpoint_head ENABLE ALWAYS TRIGGER ledger_checkpoint_head_no_truncate;
 
--- Chain a new event to the head of its chain.  Also removes any copy of
--- the request's subject from the detail (delq.event can never be erased,
--- so the subject must never get in).
+-- The hash of an event from the canonical text before its previous hash
+-- (built by the trigger) and that hash: the same bytes _event_hash() reads.
+CREATE FUNCTION delq._ledger_link(prefix bytea, prev bytea)
+RETURNS bytea
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN pg_catalog.sha256(prefix || pg_catalog.convert_to(pg_catalog.encode(prev, 'hex'), 'UTF8')
+                         || '\x225d'::bytea);
+
+-- Chain a new event to the head of its chain (src/ledger.c): one UPDATE
+-- of the head locks it, moves it and computes the hash.  Also removes any
+-- copy of the request's subject from the detail (delq.event can never be
+-- erased, so the subject must never get in).
 --
 -- An event that arrives with a hash (pg_restore, logical replication) is
 -- kept as it is: its chain came with it, and verify_ledger() checks it
 -- like any other.  Nobody but a superuser can insert into delq.event
 -- directly, and a superuser could disable this trigger anyway.
 --
--- Lock order: ROW EXCLUSIVE on ledger_head before any head row, so that
--- delq.ledger_checkpoint() (SHARE ROW EXCLUSIVE) waits for writers that
--- are under way instead of deadlocking with them.
+-- Lock order: the head's UPDATE takes ROW EXCLUSIVE on ledger_head before
+-- the head row, so that delq.ledger_checkpoint() (SHARE ROW EXCLUSIVE)
+-- waits for writers that are under way instead of deadlocking with them.
 CREATE FUNCTION delq._ledger_seal()
 RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE c
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    c text;
-    prev bytea;
-    subj text;
-BEGIN
-    IF NEW.hash IS NOT NULL THEN
-        RETURN NEW;
-    END IF;
-
-    IF NEW.request_id IS NOT NULL THEN
-        SELECT p.subject INTO subj FROM delq.pending p WHERE p.id = NEW.request_id;
-        IF NOT FOUND THEN
-            SELECT f.subject INTO subj FROM delq.finished f
-             WHERE f.id = NEW.request_id AND f.redacted_at IS NULL;
-        END IF;
-        NEW.detail := delq._scrub(NEW.detail, subj);
-    END IF;
-
-    c := delq._ledger_chain(NEW.request_id, NEW.destination);
-    LOCK TABLE delq.ledger_head IN ROW EXCLUSIVE MODE;
-    SELECT h.hash INTO prev FROM delq.ledger_head h WHERE h.chain = c FOR UPDATE;
-    IF NOT FOUND THEN
-        NEW.prev_hash := delq._ledger_genesis(c);
-        NEW.hash := delq._event_hash(NEW);
-        INSERT INTO delq.ledger_head (chain, events, last_id, hash)
-        VALUES (c, 1, NEW.id, NEW.hash)
-        ON CONFLICT (chain) DO NOTHING;
-        IF FOUND THEN
-            RETURN NEW;
-        END IF;
-        -- another transaction started the chain meanwhile
-        SELECT h.hash INTO prev FROM delq.ledger_head h WHERE h.chain = c FOR UPDATE;
-    END IF;
-    NEW.prev_hash := prev;
-    NEW.hash := delq._event_hash(NEW);
-    UPDATE delq.ledger_head h
-       SET events = h.events + 1, last_id = NEW.id, hash = NEW.hash
-     WHERE h.chain = c;
-    RETURN NEW;
-END
-$$;
+AS 'MODULE_PATHNAME', 'delq_ledger_seal';
 
 -- "zz_": BEFORE triggers fire in name order, and the hash must cover the
 -- row as it will be stored, so this one fires last.  ALWAYS: also under

@@ -1,0 +1,335 @@
+/*-------------------------------------------------------------------------
+ *
+ * ledger.c
+ *	  delq._ledger_seal(): the BEFORE INSERT trigger that chains every row
+ *	  of delq.event to the head of its chain (src/sql/81_ledger.sql).
+ *
+ * Every delivery writes three events, so this runs on the worker's hot
+ * path; in PL/pgSQL it was a third of the worker's CPU (five statements
+ * and a call with its own search_path per event).  Here it is at most two
+ * statements with plans kept for the life of the backend:
+ *
+ *	- the subject lookup, only when the detail holds a string value that
+ *	  could quote it (delq._scrub decides what to replace);
+ *	- one UPDATE of the chain's head that locks it, moves it and computes
+ *	  the event's hash from the head's previous hash (or, for a chain's
+ *	  first event, one INSERT that starts the chain).
+ *
+ * The hash covers the canonical text of the row that delq._event_hash()
+ * builds in SQL, which verify_ledger() recomputes for every event: a JSON
+ * array of the columns, its last element the previous hash in hex.  This
+ * file builds that text up to the previous hash (the prefix) and leaves
+ * the rest to delq._ledger_link(prefix, prev), so that the head row lock
+ * and the hash are taken in the same statement.
+ *
+ * IDENTIFICATION
+ *	  src/ledger.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/rel.h"
+#include "utils/uuid.h"
+
+PG_FUNCTION_INFO_V1(delq_ledger_seal);
+
+/* The columns of delq.event this trigger reads or sets. */
+typedef enum EventColumn
+{
+	COL_ID,
+	COL_AT,
+	COL_ACTOR,
+	COL_REQUEST_ID,
+	COL_DESTINATION,
+	COL_KIND,
+	COL_DETAIL,
+	COL_PREV_HASH,
+	COL_HASH,
+	COL_COUNT
+} EventColumn;
+
+static const char *const column_names[COL_COUNT] = {
+	"id", "at", "actor", "request_id", "destination", "kind", "detail",
+	"prev_hash", "hash"
+};
+
+typedef enum SealPlan
+{
+	SEAL_SCRUB,
+	SEAL_ADVANCE,
+	SEAL_START,
+	SEAL_PLAN_COUNT
+} SealPlan;
+
+/* $1 detail, $2 request id */
+#define SCRUB_SQL \
+	"SELECT delq._scrub($1, coalesce(" \
+	"(SELECT p.subject FROM delq.pending p WHERE p.id = $2), " \
+	"(SELECT f.subject FROM delq.finished f WHERE f.id = $2 AND f.redacted_at IS NULL)))"
+
+/* $1 chain, $2 event id, $3 canonical prefix */
+#define ADVANCE_SQL \
+	"UPDATE delq.ledger_head h " \
+	"SET events = h.events + 1, last_id = $2, prev_hash = h.hash, " \
+	"hash = delq._ledger_link($3, h.hash) " \
+	"WHERE h.chain = $1 RETURNING h.prev_hash, h.hash"
+
+/* the same for a chain's first event; nothing if another started it */
+#define START_SQL \
+	"INSERT INTO delq.ledger_head AS h (chain, events, last_id, prev_hash, hash) " \
+	"SELECT $1, 1, $2, g.genesis, delq._ledger_link($3, g.genesis) " \
+	"FROM (SELECT delq._ledger_genesis($1) AS genesis) g " \
+	"ON CONFLICT (chain) DO NOTHING RETURNING h.prev_hash, h.hash"
+
+static const char *const plan_sql[SEAL_PLAN_COUNT] = {
+	[SEAL_SCRUB] = SCRUB_SQL,
+	[SEAL_ADVANCE] = ADVANCE_SQL,
+	[SEAL_START] = START_SQL,
+};
+
+static const int plan_nargs[SEAL_PLAN_COUNT] = {2, 3, 3};
+static const Oid plan_argtypes[SEAL_PLAN_COUNT][3] = {
+	[SEAL_SCRUB] = {JSONBOID, UUIDOID},
+	[SEAL_ADVANCE] = {TEXTOID, INT8OID, BYTEAOID},
+	[SEAL_START] = {TEXTOID, INT8OID, BYTEAOID},
+};
+
+static SPIPlanPtr plans[SEAL_PLAN_COUNT];
+
+/*
+ * Plans are kept for the life of the backend.  A plan cache invalidation
+ * (DROP and CREATE EXTENSION) replans them; a plan that names dropped
+ * objects fails with an error and is made again on the next call.
+ */
+static int
+run_plan(SealPlan which, Datum *values, const char *nulls)
+{
+	int			rc;
+
+	if (plans[which] == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(plan_sql[which], plan_nargs[which],
+									   (Oid *) plan_argtypes[which]);
+
+		if (plan == NULL)
+			elog(ERROR, "delq: SPI_prepare failed for \"%s\": %s",
+				 plan_sql[which], SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		plans[which] = plan;
+	}
+	rc = SPI_execute_plan(plans[which], values, nulls, false, 0);
+	if (rc < 0)
+		elog(ERROR, "delq: \"%s\" failed: %s", plan_sql[which],
+			 SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+/*
+ * Whether a jsonb holds a string value anywhere (keys do not count:
+ * delq._scrub only rewrites values).  Events the worker writes hold
+ * numbers only, so they skip the subject lookup.
+ */
+static bool
+jsonb_has_string_value(Jsonb *jb)
+{
+	JsonbIterator *it = JsonbIteratorInit(&jb->root);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		if ((tok == WJB_VALUE || tok == WJB_ELEM) && v.type == jbvString)
+			return true;
+	}
+	return false;
+}
+
+static void
+append_json_string_or_null(StringInfo buf, bool isnull, const char *s)
+{
+	if (isnull)
+		appendStringInfoString(buf, "null");
+	else
+		escape_json(buf, s);
+}
+
+/*
+ * The canonical text of the event up to its previous hash, exactly as
+ * delq._event_hash() writes it: jsonb_build_array(id, at as integer
+ * microseconds since 1970, actor, request_id, destination, kind, detail,
+ * prev_hash in hex)::text, in UTF-8.  Returns it as a bytea.
+ */
+static bytea *
+canonical_prefix(Datum *values, bool *isnull, Jsonb *detail)
+{
+	StringInfoData buf;
+	int64		at_us;
+	char	   *utf8;
+	bytea	   *result;
+	int			len;
+
+	/* the timestamp columns are NOT NULL, id is an identity */
+	at_us = DatumGetTimestampTz(values[COL_AT]) +
+		((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE)) * SECS_PER_DAY * USECS_PER_SEC;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "[" INT64_FORMAT ", " INT64_FORMAT ", ",
+					 DatumGetInt64(values[COL_ID]), at_us);
+	append_json_string_or_null(&buf, isnull[COL_ACTOR],
+							   isnull[COL_ACTOR] ? NULL : TextDatumGetCString(values[COL_ACTOR]));
+	appendStringInfoString(&buf, ", ");
+	append_json_string_or_null(&buf, isnull[COL_REQUEST_ID],
+							   isnull[COL_REQUEST_ID] ? NULL :
+							   DatumGetCString(DirectFunctionCall1(uuid_out, values[COL_REQUEST_ID])));
+	appendStringInfoString(&buf, ", ");
+	append_json_string_or_null(&buf, isnull[COL_DESTINATION],
+							   isnull[COL_DESTINATION] ? NULL :
+							   TextDatumGetCString(values[COL_DESTINATION]));
+	appendStringInfoString(&buf, ", ");
+	append_json_string_or_null(&buf, isnull[COL_KIND],
+							   isnull[COL_KIND] ? NULL : TextDatumGetCString(values[COL_KIND]));
+	appendStringInfoString(&buf, ", ");
+	if (detail == NULL)
+		appendStringInfoString(&buf, "null");
+	else
+		(void) JsonbToCString(&buf, &detail->root, VARSIZE(detail));
+	appendStringInfoString(&buf, ", \"");
+
+	utf8 = pg_server_to_any(buf.data, buf.len, PG_UTF8);
+	len = (utf8 == buf.data) ? buf.len : strlen(utf8);
+	result = (bytea *) palloc(VARHDRSZ + len);
+	SET_VARSIZE(result, VARHDRSZ + len);
+	memcpy(VARDATA(result), utf8, len);
+	return result;
+}
+
+/* The chain an event belongs to, as delq._ledger_chain() names it. */
+static char *
+chain_of(Datum *values, bool *isnull)
+{
+	if (!isnull[COL_REQUEST_ID])
+		return psprintf("request:%s",
+						DatumGetCString(DirectFunctionCall1(uuid_out, values[COL_REQUEST_ID])));
+	if (!isnull[COL_DESTINATION])
+		return psprintf("destination:%s", TextDatumGetCString(values[COL_DESTINATION]));
+	return pstrdup("admin");
+}
+
+Datum
+delq_ledger_seal(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc	tupdesc;
+	HeapTuple	tuple;
+	int			attnums[COL_COUNT];
+	Datum		values[COL_COUNT];
+	bool		isnull[COL_COUNT];
+	bool		replace[COL_COUNT] = {0};
+	Jsonb	   *detail = NULL;
+	Datum		args[3];
+	char	   *chain;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("delq._ledger_seal() must run as a BEFORE INSERT row trigger")));
+
+	tuple = trigdata->tg_trigtuple;
+	tupdesc = RelationGetDescr(trigdata->tg_relation);
+	for (int i = 0; i < COL_COUNT; i++)
+	{
+		attnums[i] = SPI_fnumber(tupdesc, column_names[i]);
+		if (attnums[i] <= 0)
+			elog(ERROR, "delq: delq.event has no column \"%s\"", column_names[i]);
+		values[i] = heap_getattr(tuple, attnums[i], tupdesc, &isnull[i]);
+	}
+
+	/* restored or replicated with its chain: verify_ledger() checks it */
+	if (!isnull[COL_HASH])
+		return PointerGetDatum(tuple);
+
+	if (!isnull[COL_DETAIL])
+		detail = DatumGetJsonbP(values[COL_DETAIL]);
+
+	SPI_connect();
+
+	/* delq.event can never be erased: keep the subject out of it */
+	if (detail != NULL && !isnull[COL_REQUEST_ID] && jsonb_has_string_value(detail))
+	{
+		bool		scrubbed_null;
+		Datum		scrubbed;
+
+		args[0] = PointerGetDatum(detail);
+		args[1] = values[COL_REQUEST_ID];
+		run_plan(SEAL_SCRUB, args, NULL);
+		scrubbed = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+								 &scrubbed_null);
+		if (!scrubbed_null)
+		{
+			/* copied out of SPI's memory: the new row is built after SPI_finish */
+			values[COL_DETAIL] = SPI_datumTransfer(scrubbed, false, -1);
+			detail = DatumGetJsonbP(values[COL_DETAIL]);
+			replace[COL_DETAIL] = true;
+		}
+	}
+
+	chain = chain_of(values, isnull);
+	args[0] = CStringGetTextDatum(chain);
+	args[1] = values[COL_ID];
+	args[2] = PointerGetDatum(canonical_prefix(values, isnull, detail));
+
+	/* Lock and move the head; start the chain if it has none yet. */
+	if (run_plan(SEAL_ADVANCE, args, NULL) == 0 &&
+		run_plan(SEAL_START, args, NULL) == 0 &&
+		run_plan(SEAL_ADVANCE, args, NULL) == 0)
+		elog(ERROR, "delq: the ledger head of chain \"%s\" could not be found or started",
+			 chain);
+
+	{
+		bool		n1,
+					n2;
+		Datum		prev = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &n1);
+		Datum		hash = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &n2);
+
+		if (n1 || n2)
+			elog(ERROR, "delq: the ledger head of chain \"%s\" has no hash", chain);
+		values[COL_PREV_HASH] = SPI_datumTransfer(prev, false, -1);
+		values[COL_HASH] = SPI_datumTransfer(hash, false, -1);
+		isnull[COL_PREV_HASH] = isnull[COL_HASH] = false;
+		replace[COL_PREV_HASH] = replace[COL_HASH] = true;
+	}
+	SPI_finish();
+
+	{
+		int			ncols = 0;
+		int			cols[COL_COUNT];
+		Datum		newvals[COL_COUNT];
+		bool		newnulls[COL_COUNT];
+
+		for (int i = 0; i < COL_COUNT; i++)
+		{
+			if (!replace[i])
+				continue;
+			cols[ncols] = attnums[i];
+			newvals[ncols] = values[i];
+			newnulls[ncols] = isnull[i];
+			ncols++;
+		}
+		tuple = heap_modify_tuple_by_cols(tuple, tupdesc, ncols, cols, newvals, newnulls);
+	}
+	return PointerGetDatum(tuple);
+}
