@@ -68,11 +68,12 @@ delq.max_in_flight = $MAX_IN_FLIGHT
 delq.idle_timeout = ${IDLE_TIMEOUT}
 pg_stat_statements.track = 'all'
 pg_stat_statements.max = 2000
+track_functions = 'all'
 log_line_prefix = '%m [%p] %b '
 log_min_messages = warning
 log_min_error_statement = error
 EOF
-	[ "$PROFILE" = 1 ] || sed -i '/^pg_stat_statements/d' "$B/data/postgresql.conf"
+	[ "$PROFILE" = 1 ] || sed -i '/^pg_stat_statements/d; /^track_functions/d' "$B/data/postgresql.conf"
 	# the server's open-file limit: one socket per transfer in flight, plus
 	# the keep-alive connections curl holds for reuse
 	# (raised here, as root: the postgres user may not raise its hard limit)

@@ -30,6 +30,8 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "common/cryptohash.h"
+#include "common/sha2.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -66,17 +68,21 @@ static const char *const column_names[COL_COUNT] = {
 
 typedef enum SealPlan
 {
+	SEAL_SUBJECT,
 	SEAL_SCRUB,
 	SEAL_ADVANCE,
 	SEAL_START,
 	SEAL_PLAN_COUNT
 } SealPlan;
 
-/* $1 detail, $2 request id */
-#define SCRUB_SQL \
-	"SELECT delq._scrub($1, coalesce(" \
-	"(SELECT p.subject FROM delq.pending p WHERE p.id = $2), " \
-	"(SELECT f.subject FROM delq.finished f WHERE f.id = $2 AND f.redacted_at IS NULL)))"
+/* $1 request id: its subject, unless archived and redacted */
+#define SUBJECT_SQL \
+	"SELECT coalesce(" \
+	"(SELECT p.subject FROM delq.pending p WHERE p.id = $1), " \
+	"(SELECT f.subject FROM delq.finished f WHERE f.id = $1 AND f.redacted_at IS NULL))"
+
+/* $1 detail, $2 subject */
+#define SCRUB_SQL "SELECT delq._scrub($1, $2)"
 
 /* $1 chain, $2 event id, $3 canonical prefix */
 #define ADVANCE_SQL \
@@ -85,24 +91,26 @@ typedef enum SealPlan
 	"hash = delq._ledger_link($3, h.hash) " \
 	"WHERE h.chain = $1 RETURNING h.prev_hash, h.hash"
 
-/* the same for a chain's first event; nothing if another started it */
+/* the same for a chain's first event ($4 its genesis hash); nothing if
+ * another transaction started the chain meanwhile */
 #define START_SQL \
 	"INSERT INTO delq.ledger_head AS h (chain, events, last_id, prev_hash, hash) " \
-	"SELECT $1, 1, $2, g.genesis, delq._ledger_link($3, g.genesis) " \
-	"FROM (SELECT delq._ledger_genesis($1) AS genesis) g " \
+	"VALUES ($1, 1, $2, $4, delq._ledger_link($3, $4)) " \
 	"ON CONFLICT (chain) DO NOTHING RETURNING h.prev_hash, h.hash"
 
 static const char *const plan_sql[SEAL_PLAN_COUNT] = {
+	[SEAL_SUBJECT] = SUBJECT_SQL,
 	[SEAL_SCRUB] = SCRUB_SQL,
 	[SEAL_ADVANCE] = ADVANCE_SQL,
 	[SEAL_START] = START_SQL,
 };
 
-static const int plan_nargs[SEAL_PLAN_COUNT] = {2, 3, 3};
-static const Oid plan_argtypes[SEAL_PLAN_COUNT][3] = {
-	[SEAL_SCRUB] = {JSONBOID, UUIDOID},
+static const int plan_nargs[SEAL_PLAN_COUNT] = {1, 2, 3, 4};
+static const Oid plan_argtypes[SEAL_PLAN_COUNT][4] = {
+	[SEAL_SUBJECT] = {UUIDOID},
+	[SEAL_SCRUB] = {JSONBOID, TEXTOID},
 	[SEAL_ADVANCE] = {TEXTOID, INT8OID, BYTEAOID},
-	[SEAL_START] = {TEXTOID, INT8OID, BYTEAOID},
+	[SEAL_START] = {TEXTOID, INT8OID, BYTEAOID, BYTEAOID},
 };
 
 static SPIPlanPtr plans[SEAL_PLAN_COUNT];
@@ -136,23 +144,69 @@ run_plan(SealPlan which, Datum *values, const char *nulls)
 }
 
 /*
- * Whether a jsonb holds a string value anywhere (keys do not count:
- * delq._scrub only rewrites values).  Events the worker writes hold
- * numbers only, so they skip the subject lookup.
+ * Whether a string value of a jsonb (keys do not count: delq._scrub only
+ * rewrites values) holds needle; with needle NULL, whether it has string
+ * values at all.  Most events hold numbers only and need no subject.
  */
 static bool
-jsonb_has_string_value(Jsonb *jb)
+jsonb_value_contains(Jsonb *jb, const char *needle)
 {
 	JsonbIterator *it = JsonbIteratorInit(&jb->root);
 	JsonbValue	v;
 	JsonbIteratorToken tok;
+	size_t		nlen = needle ? strlen(needle) : 0;
 
 	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
 	{
-		if ((tok == WJB_VALUE || tok == WJB_ELEM) && v.type == jbvString)
+		if ((tok != WJB_VALUE && tok != WJB_ELEM) || v.type != jbvString)
+			continue;
+		if (needle == NULL)
+			return true;
+		if (v.val.string.len >= nlen &&
+			memmem(v.val.string.val, v.val.string.len, needle, nlen) != NULL)
 			return true;
 	}
 	return false;
+}
+
+/*
+ * The detail with every copy of the request's subject replaced, by
+ * delq._scrub() (which also knows which values are left alone); the
+ * detail itself when it holds none, which is found here without a call.
+ * Runs inside SPI; the result is in the caller's memory.
+ */
+static Datum
+scrub_detail(Datum detail, Datum request_id, bool *changed)
+{
+	Jsonb	   *jb = DatumGetJsonbP(detail);
+	Datum		args[2];
+	bool		isnull;
+	Datum		subject;
+	char	   *subject_str;
+
+	*changed = false;
+	if (!jsonb_value_contains(jb, NULL))
+		return detail;
+
+	args[0] = request_id;
+	run_plan(SEAL_SUBJECT, args, NULL);
+	subject = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		return detail;
+	subject_str = TextDatumGetCString(subject);
+	/* _scrub leaves subjects shorter than 4 characters alone */
+	if (pg_mbstrlen(subject_str) < 4 || !jsonb_value_contains(jb, subject_str))
+		return detail;
+
+	args[0] = PointerGetDatum(jb);
+	args[1] = subject;
+	run_plan(SEAL_SCRUB, args, NULL);
+	detail = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		elog(ERROR, "delq: delq._scrub() returned NULL");
+	*changed = true;
+	/* copied out of SPI's memory: the new row is built after SPI_finish */
+	return SPI_datumTransfer(detail, false, -1);
 }
 
 static void
@@ -214,6 +268,72 @@ canonical_prefix(Datum *values, bool *isnull, Jsonb *detail)
 	return result;
 }
 
+/* SHA-256 over up to three pieces, as a new bytea. */
+static bytea *
+sha256_of(const char *a, size_t alen, const char *b, size_t blen,
+		  const char *c, size_t clen)
+{
+	bytea	   *result = palloc(VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+	const char *err = NULL;
+
+	if (ctx == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	if (pg_cryptohash_init(ctx) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) a, alen) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) b, blen) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) c, clen) < 0 ||
+		pg_cryptohash_final(ctx, (uint8 *) VARDATA(result), PG_SHA256_DIGEST_LENGTH) < 0)
+		err = pg_cryptohash_error(ctx); /* a static string */
+	pg_cryptohash_free(ctx);
+	if (err != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not compute SHA-256: %s", err)));
+	SET_VARSIZE(result, VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
+	return result;
+}
+
+/* delq._ledger_genesis(chain), computed here. */
+static bytea *
+genesis_hash(const char *chain)
+{
+	static const char tag[] = "delq ledger genesis ";
+	char	   *utf8 = pg_server_to_any(chain, strlen(chain), PG_UTF8);
+
+	return sha256_of(tag, sizeof(tag) - 1, utf8, strlen(utf8), "", 0);
+}
+
+/*
+ * delq._ledger_link(prefix bytea, prev bytea) RETURNS bytea: the hash of
+ * an event from its canonical text before the previous hash and that
+ * hash, sha256(prefix || hex(prev) || '"]').  In C rather than SQL: a SQL
+ * body needs convert_to(), which is not immutable, so it is never inlined
+ * and costs a SQL function call per event.  NULL for NULL input, without
+ * being STRICT (see hmac.c: it is granted to nobody).
+ */
+PG_FUNCTION_INFO_V1(delq_ledger_link);
+
+Datum
+delq_ledger_link(PG_FUNCTION_ARGS)
+{
+	bytea	   *prefix;
+	bytea	   *prev;
+	char	   *hex;
+	size_t		hexlen;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_NULL();
+	prefix = PG_GETARG_BYTEA_PP(0);
+	prev = PG_GETARG_BYTEA_PP(1);
+	hex = palloc(VARSIZE_ANY_EXHDR(prev) * 2 + 1);
+	hexlen = hex_encode(VARDATA_ANY(prev), VARSIZE_ANY_EXHDR(prev), hex);
+	PG_RETURN_BYTEA_P(sha256_of(VARDATA_ANY(prefix), VARSIZE_ANY_EXHDR(prefix),
+								hex, hexlen, "\"]", 2));
+}
+
 /* The chain an event belongs to, as delq._ledger_chain() names it. */
 static char *
 chain_of(Datum *values, bool *isnull)
@@ -237,7 +357,7 @@ delq_ledger_seal(PG_FUNCTION_ARGS)
 	bool		isnull[COL_COUNT];
 	bool		replace[COL_COUNT] = {0};
 	Jsonb	   *detail = NULL;
-	Datum		args[3];
+	Datum		args[4];
 	char	   *chain;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
@@ -268,29 +388,18 @@ delq_ledger_seal(PG_FUNCTION_ARGS)
 	SPI_connect();
 
 	/* delq.event can never be erased: keep the subject out of it */
-	if (detail != NULL && !isnull[COL_REQUEST_ID] && jsonb_has_string_value(detail))
+	if (detail != NULL && !isnull[COL_REQUEST_ID])
 	{
-		bool		scrubbed_null;
-		Datum		scrubbed;
-
-		args[0] = PointerGetDatum(detail);
-		args[1] = values[COL_REQUEST_ID];
-		run_plan(SEAL_SCRUB, args, NULL);
-		scrubbed = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
-								 &scrubbed_null);
-		if (!scrubbed_null)
-		{
-			/* copied out of SPI's memory: the new row is built after SPI_finish */
-			values[COL_DETAIL] = SPI_datumTransfer(scrubbed, false, -1);
-			detail = DatumGetJsonbP(values[COL_DETAIL]);
-			replace[COL_DETAIL] = true;
-		}
+		values[COL_DETAIL] = scrub_detail(values[COL_DETAIL], values[COL_REQUEST_ID],
+										  &replace[COL_DETAIL]);
+		detail = DatumGetJsonbP(values[COL_DETAIL]);
 	}
 
 	chain = chain_of(values, isnull);
 	args[0] = CStringGetTextDatum(chain);
 	args[1] = values[COL_ID];
 	args[2] = PointerGetDatum(canonical_prefix(values, isnull, detail));
+	args[3] = PointerGetDatum(genesis_hash(chain));
 
 	/* Lock and move the head; start the chain if it has none yet. */
 	if (run_plan(SEAL_ADVANCE, args, NULL) == 0 &&

@@ -212,6 +212,12 @@ end_step(void)
 {
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	/*
+	 * A background worker flushes its statistics itself: without this,
+	 * autovacuum never hears of the rows the worker updates.  At most once
+	 * a second (not forced).
+	 */
+	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 

@@ -105,12 +105,12 @@ ALTER TABLE delq.ledger_checkpoint_head ENABLE ALWAYS TRIGGER ledger_checkpoint_
 ALTER TABLE delq.ledger_checkpoint_head ENABLE ALWAYS TRIGGER ledger_checkpoint_head_no_truncate;
 
 -- The hash of an event from the canonical text before its previous hash
--- (built by the trigger) and that hash: the same bytes _event_hash() reads.
+-- (built by the trigger) and that hash: the same bytes _event_hash() reads
+-- (src/ledger.c).
 CREATE FUNCTION delq._ledger_link(prefix bytea, prev bytea)
 RETURNS bytea
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN pg_catalog.sha256(prefix || pg_catalog.convert_to(pg_catalog.encode(prev, 'hex'), 'UTF8')
-                         || '\x225d'::bytea);
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'delq_ledger_link';
 
 -- Chain a new event to the head of its chain (src/ledger.c): one UPDATE
 -- of the head locks it, moves it and computes the hash.  Also removes any
