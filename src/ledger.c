@@ -22,6 +22,9 @@
  * the rest to delq._ledger_link(prefix, prev), so that the head row lock
  * and the hash are taken in the same statement.
  *
+ * The trigger runs as the inserting role (see 81_ledger.sql for why that
+ * is safe), so its statements qualify every function and operator.
+ *
  * IDENTIFICATION
  *	  src/ledger.c
  *
@@ -78,8 +81,8 @@ typedef enum SealPlan
 /* $1 request id: its subject, unless archived and redacted */
 #define SUBJECT_SQL \
 	"SELECT coalesce(" \
-	"(SELECT p.subject FROM delq.pending p WHERE p.id = $1), " \
-	"(SELECT f.subject FROM delq.finished f WHERE f.id = $1 AND f.redacted_at IS NULL))"
+	"(SELECT p.subject FROM delq.pending p WHERE p.id OPERATOR(pg_catalog.=) $1), " \
+	"(SELECT f.subject FROM delq.finished f WHERE f.id OPERATOR(pg_catalog.=) $1 AND f.redacted_at IS NULL))"
 
 /* $1 detail, $2 subject */
 #define SCRUB_SQL "SELECT delq._scrub($1, $2)"
@@ -87,9 +90,9 @@ typedef enum SealPlan
 /* $1 chain, $2 event id, $3 canonical prefix */
 #define ADVANCE_SQL \
 	"UPDATE delq.ledger_head h " \
-	"SET events = h.events + 1, last_id = $2, prev_hash = h.hash, " \
+	"SET events = h.events OPERATOR(pg_catalog.+) 1, last_id = $2, prev_hash = h.hash, " \
 	"hash = delq._ledger_link($3, h.hash) " \
-	"WHERE h.chain = $1 RETURNING h.prev_hash, h.hash"
+	"WHERE h.chain OPERATOR(pg_catalog.=) $1 RETURNING h.prev_hash, h.hash"
 
 /* the same for a chain's first event ($4 its genesis hash); nothing if
  * another transaction started the chain meanwhile */

@@ -23,7 +23,10 @@ CREATE TABLE delq.pending (
     failure_reason text
 );
 
-CREATE INDEX pending_status_idx ON delq.pending (status);
+-- What archive() moves.  No index on status over every row: each status
+-- change of a request would insert into it.
+CREATE INDEX pending_finished_idx ON delq.pending ((coalesce(completed_at, rejected_at)))
+    WHERE status IN ('completed', 'rejected');
 CREATE INDEX pending_held_idx ON delq.pending (hold_until) WHERE status = 'held';
 CREATE INDEX pending_due_idx ON delq.pending (due_at)
     WHERE status IN ('held', 'forwarding', 'failed');
@@ -116,7 +119,9 @@ CREATE TABLE delq.delivery (
     last_status integer,
     last_error text,
     confirmed_at timestamptz,
-    webhook_id text NOT NULL UNIQUE,
+    -- 'msg_' and a random UUID: unique without an index, which every
+    -- state change of the delivery would have to update
+    webhook_id text NOT NULL,
     UNIQUE (request_id, destination)
 );
 

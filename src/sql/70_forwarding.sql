@@ -24,13 +24,13 @@ CREATE INDEX delivery_claim_idx ON delq.delivery (destination, due_at, next_atte
 CREATE INDEX delivery_next_attempt_idx ON delq.delivery (destination, next_attempt_at)
     WHERE state = 'queued';
 
--- The HTTP body a destination receives (DESIGN.md).
+-- The HTTP body a destination receives (DESIGN.md).  A SQL-standard body
+-- (RETURN ...): parsed once at CREATE EXTENSION, so it needs no SET
+-- search_path, and _claim() inlines it instead of calling it per row.
 CREATE FUNCTION delq._webhook_body(r delq.pending, webhook_id text, confirm text)
 RETURNS text
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT jsonb_build_object(
+RETURN pg_catalog.jsonb_build_object(
         'type', 'erasure.requested',
         'id', webhook_id,
         'request_id', r.id,
@@ -42,7 +42,6 @@ AS $$
         'submitted_at', r.submitted_at,
         'due_at', r.due_at,
         'confirmation', confirm)::text;
-$$;
 
 -- Claim up to max_rows due deliveries, earliest deadline first, keeping
 -- each destination under its concurrency cap and holding back destinations
