@@ -312,32 +312,34 @@ sooner_look(TimestampTz next_look)
 }
 
 /*
- * Release held requests that fell due, requeue expired leases, run the
- * privacy upkeep.  Returns when to do it again.
+ * The privacy upkeep: deadline alerts, redaction, the hourly ledger
+ * checkpoint.  Run on its own clock, at most once per idle timeout, not
+ * on every look for due work: under a steady load the worker looks every
+ * few milliseconds, and the upkeep would then cost more than the claims.
+ * Returns when to run it again.
  */
 static TimestampTz
-housekeeping(void)
+upkeep_round(void)
 {
-	delq_store_release_held(delq_batch_size);
-	delq_store_requeue_stale(false);
 	upkeep(deadline_alerts, "deadline alerts");
 	upkeep(delq_store_redact, "redaction");
 	upkeep(delq_store_checkpoint, "the ledger checkpoint");
-
-	/* at the latest, look again after the idle timeout */
 	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delq_idle_timeout_ms);
 }
 
 /*
  * One turn's database work, in one short transaction: record what came
- * back, look after held requests and upkeep when due, claim what is due.
- * The claim commits with it, before anything claimed is sent.  Returns
- * whether to claim again at once (the batch was full).
+ * back; when a look is due, release held requests that fell due and
+ * requeue expired leases; run the upkeep when its time came; claim what
+ * is due.  The claim commits with it, before anything claimed is sent.
+ * Returns whether to claim again at once (the batch was full).
  */
 static bool
-database_turn(DelqForwarder *fw, bool claim_now, TimestampTz *next_look)
+database_turn(DelqForwarder *fw, bool claim_now, TimestampTz *next_look,
+			  TimestampTz *next_upkeep)
 {
 	int			room = Min(delq_max_in_flight - fw->running, delq_batch_size);
+	TimestampTz now;
 
 	begin_step("delq: forwarding");
 	if (fw->ndone > 0)
@@ -345,11 +347,17 @@ database_turn(DelqForwarder *fw, bool claim_now, TimestampTz *next_look)
 		delq_forwarder_record(fw);
 		claim_now = true;		/* capacity came free */
 	}
-	if (GetCurrentTimestamp() >= *next_look)
+	now = GetCurrentTimestamp();
+	if (now >= *next_look)
 	{
-		*next_look = housekeeping();
+		delq_store_release_held(delq_batch_size);
+		delq_store_requeue_stale(false);
+		/* at the latest, look again after the idle timeout */
+		*next_look = TimestampTzPlusMilliseconds(now, delq_idle_timeout_ms);
 		claim_now = true;
 	}
+	if (now >= *next_upkeep)
+		*next_upkeep = upkeep_round();
 	/* a full batch: more may be due right now */
 	if (claim_now && room > 0)
 		claim_now = (delq_forwarder_claim(fw, room) == room);
@@ -362,12 +370,14 @@ database_turn(DelqForwarder *fw, bool claim_now, TimestampTz *next_look)
 static void
 forwarding_loop(DelqForwarder *fw)
 {
-	TimestampTz next_look = 0;	/* housekeeping and claims due now */
+	TimestampTz next_look = 0;	/* held requests, leases and claims: now */
+	TimestampTz next_upkeep = 0;	/* the privacy upkeep: now */
 	bool		claim_now = true;
 
 	for (;;)
 	{
 		long		timeout;
+		TimestampTz now;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -376,13 +386,14 @@ forwarding_loop(DelqForwarder *fw)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		if (fw->ndone > 0 || claim_now || GetCurrentTimestamp() >= next_look)
-			claim_now = database_turn(fw, claim_now, &next_look);
+		now = GetCurrentTimestamp();
+		if (fw->ndone > 0 || claim_now || now >= next_look || now >= next_upkeep)
+			claim_now = database_turn(fw, claim_now, &next_look, &next_upkeep);
 
 		if (claim_now && fw->running < delq_max_in_flight)
 			timeout = 0;
 		else
-			timeout = Max(ms_until(next_look), 0);
+			timeout = Max(ms_until(Min(next_look, next_upkeep)), 0);
 
 		if (delq_forwarder_wait(fw, timeout))
 			claim_now = true;	/* woken by a commit */
