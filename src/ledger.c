@@ -119,6 +119,34 @@ static const Oid plan_argtypes[SEAL_PLAN_COUNT][4] = {
 static SPIPlanPtr plans[SEAL_PLAN_COUNT];
 
 /*
+ * The columns' numbers in delq.event, looked up again when the relation
+ * or its number of attributes changes (a column dropped and added again
+ * gets a new number).
+ */
+static Oid	columns_relid = InvalidOid;
+static int	columns_natts;
+static int	column_attnums[COL_COUNT];
+
+static void
+find_columns(Relation rel, const int **attnums)
+{
+	if (columns_relid != RelationGetRelid(rel) ||
+		columns_natts != RelationGetDescr(rel)->natts)
+	{
+		columns_relid = InvalidOid;
+		for (int i = 0; i < COL_COUNT; i++)
+		{
+			column_attnums[i] = SPI_fnumber(RelationGetDescr(rel), column_names[i]);
+			if (column_attnums[i] <= 0)
+				elog(ERROR, "delq: delq.event has no column \"%s\"", column_names[i]);
+		}
+		columns_relid = RelationGetRelid(rel);
+		columns_natts = RelationGetDescr(rel)->natts;
+	}
+	*attnums = column_attnums;
+}
+
+/*
  * Plans are kept for the life of the backend.  A plan cache invalidation
  * (DROP and CREATE EXTENSION) replans them; a plan that names dropped
  * objects fails with an error and is made again on the next call.
@@ -228,7 +256,7 @@ append_json_string_or_null(StringInfo buf, bool isnull, const char *s)
  * prev_hash in hex)::text, in UTF-8.  Returns it as a bytea.
  */
 static bytea *
-canonical_prefix(Datum *values, bool *isnull, Jsonb *detail)
+canonical_prefix(Datum *values, bool *isnull, const char *request_id, Jsonb *detail)
 {
 	StringInfoData buf;
 	int64		at_us;
@@ -246,9 +274,7 @@ canonical_prefix(Datum *values, bool *isnull, Jsonb *detail)
 	append_json_string_or_null(&buf, isnull[COL_ACTOR],
 							   isnull[COL_ACTOR] ? NULL : TextDatumGetCString(values[COL_ACTOR]));
 	appendStringInfoString(&buf, ", ");
-	append_json_string_or_null(&buf, isnull[COL_REQUEST_ID],
-							   isnull[COL_REQUEST_ID] ? NULL :
-							   DatumGetCString(DirectFunctionCall1(uuid_out, values[COL_REQUEST_ID])));
+	append_json_string_or_null(&buf, request_id == NULL, request_id);
 	appendStringInfoString(&buf, ", ");
 	append_json_string_or_null(&buf, isnull[COL_DESTINATION],
 							   isnull[COL_DESTINATION] ? NULL :
@@ -339,11 +365,10 @@ delq_ledger_link(PG_FUNCTION_ARGS)
 
 /* The chain an event belongs to, as delq._ledger_chain() names it. */
 static char *
-chain_of(Datum *values, bool *isnull)
+chain_of(Datum *values, bool *isnull, const char *request_id)
 {
-	if (!isnull[COL_REQUEST_ID])
-		return psprintf("request:%s",
-						DatumGetCString(DirectFunctionCall1(uuid_out, values[COL_REQUEST_ID])));
+	if (request_id != NULL)
+		return psprintf("request:%s", request_id);
 	if (!isnull[COL_DESTINATION])
 		return psprintf("destination:%s", TextDatumGetCString(values[COL_DESTINATION]));
 	return pstrdup("admin");
@@ -355,12 +380,13 @@ delq_ledger_seal(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	TupleDesc	tupdesc;
 	HeapTuple	tuple;
-	int			attnums[COL_COUNT];
+	const int  *attnums;
 	Datum		values[COL_COUNT];
 	bool		isnull[COL_COUNT];
 	bool		replace[COL_COUNT] = {0};
 	Jsonb	   *detail = NULL;
 	Datum		args[4];
+	char	   *request_id = NULL;
 	char	   *chain;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
@@ -373,13 +399,9 @@ delq_ledger_seal(PG_FUNCTION_ARGS)
 
 	tuple = trigdata->tg_trigtuple;
 	tupdesc = RelationGetDescr(trigdata->tg_relation);
+	find_columns(trigdata->tg_relation, &attnums);
 	for (int i = 0; i < COL_COUNT; i++)
-	{
-		attnums[i] = SPI_fnumber(tupdesc, column_names[i]);
-		if (attnums[i] <= 0)
-			elog(ERROR, "delq: delq.event has no column \"%s\"", column_names[i]);
 		values[i] = heap_getattr(tuple, attnums[i], tupdesc, &isnull[i]);
-	}
 
 	/* restored or replicated with its chain: verify_ledger() checks it */
 	if (!isnull[COL_HASH])
@@ -398,10 +420,12 @@ delq_ledger_seal(PG_FUNCTION_ARGS)
 		detail = DatumGetJsonbP(values[COL_DETAIL]);
 	}
 
-	chain = chain_of(values, isnull);
+	if (!isnull[COL_REQUEST_ID])
+		request_id = DatumGetCString(DirectFunctionCall1(uuid_out, values[COL_REQUEST_ID]));
+	chain = chain_of(values, isnull, request_id);
 	args[0] = CStringGetTextDatum(chain);
 	args[1] = values[COL_ID];
-	args[2] = PointerGetDatum(canonical_prefix(values, isnull, detail));
+	args[2] = PointerGetDatum(canonical_prefix(values, isnull, request_id, detail));
 	args[3] = PointerGetDatum(genesis_hash(chain));
 
 	/* Lock and move the head; start the chain if it has none yet. */
