@@ -72,6 +72,7 @@ track_functions = 'all'
 log_line_prefix = '%m [%p] %b '
 log_min_messages = warning
 log_min_error_statement = error
+${EXTRA_CONF:-}
 EOF
 	[ "$PROFILE" = 1 ] || sed -i '/^pg_stat_statements/d; /^track_functions/d' "$B/data/postgresql.conf"
 	# the server's open-file limit: one socket per transfer in flight, plus

@@ -66,7 +66,7 @@ report() {
 	echo
 	if [ -n "$(get cpu_worker)" ]; then
 		echo "CPU during section 1 (fill + drain, % of one core): delq worker $(get cpu_worker), whole cluster $(get cpu_cluster) (worker included), nginx $(get cpu_nginx), machine $(get cpu_machine) of $(( $(nproc) * 100 ))."
-		echo "Filling the queue took $(get tput_fill_s) s of that; the worker used $(get tput_worker_us) µs of CPU per delivery."
+		echo "Filling the queue took $(get tput_fill_s) s of that; the worker used $(get tput_worker_us) µs of CPU and wrote $(get tput_wal_bytes) bytes of WAL per delivery."
 	fi
 	[ "$(get worker_exits)" != 0 ] && echo "The delq worker exited $(get worker_exits) time(s) during the run (restarted by the launcher); server errors: $(tr '\n' ';' <"$B/errors.txt")"
 	[ -n "$(get fan_down_states)" ] && echo "Down destination's deliveries at the end: $(get fan_down_states)"

@@ -60,6 +60,13 @@
 #define DELQ_STABLE_RUN_MS		30000
 /* Pause before claiming work that fell due during the previous claim. */
 #define DELQ_DUE_AGAIN_MS		10
+/*
+ * Least time between a turn and a claim that a commit woke: under a
+ * stream of submits, one claim then serves the commits of the last 2 ms
+ * instead of each commit costing a turn of its own (at 2,500 submits/s
+ * those turns took half a core).  An idle worker claims at once.
+ */
+#define DELQ_WAKE_GATHER_MS		2
 
 PGDLLEXPORT void delq_launcher_main(Datum arg);
 PGDLLEXPORT void delq_worker_main(Datum arg);
@@ -372,6 +379,7 @@ forwarding_loop(DelqForwarder *fw)
 {
 	TimestampTz next_look = 0;	/* held requests, leases and claims: now */
 	TimestampTz next_upkeep = 0;	/* the privacy upkeep: now */
+	TimestampTz last_turn = 0;
 	bool		claim_now = true;
 
 	for (;;)
@@ -388,7 +396,10 @@ forwarding_loop(DelqForwarder *fw)
 
 		now = GetCurrentTimestamp();
 		if (fw->ndone > 0 || claim_now || now >= next_look || now >= next_upkeep)
+		{
 			claim_now = database_turn(fw, claim_now, &next_look, &next_upkeep);
+			last_turn = now;
+		}
 
 		if (claim_now && fw->running < delq_max_in_flight)
 			timeout = 0;
@@ -396,7 +407,15 @@ forwarding_loop(DelqForwarder *fw)
 			timeout = Max(ms_until(Min(next_look, next_upkeep)), 0);
 
 		if (delq_forwarder_wait(fw, timeout))
-			claim_now = true;	/* woken by a commit */
+		{
+			/* woken by a commit: gather the commits of the next moment */
+			long		gather = ms_until(TimestampTzPlusMilliseconds(last_turn,
+																	  DELQ_WAKE_GATHER_MS));
+
+			if (gather > 0 && fw->ndone == 0)
+				(void) delq_forwarder_wait(fw, gather);
+			claim_now = true;
+		}
 	}
 }
 

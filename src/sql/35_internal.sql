@@ -180,7 +180,10 @@ END
 $$;
 
 -- Release held requests whose hold period is over (the worker and
--- delq.dispatch() call this).  Returns how many were released.
+-- delq.dispatch() call this), the earliest hold end first: that order is
+-- pending_held_idx's, so a call reads only the requests it releases
+-- (ordered by due_at, a plan may read every open request instead).
+-- Returns how many were released.
 CREATE FUNCTION delq._release_held(max_requests integer)
 RETURNS integer
 LANGUAGE plpgsql
@@ -193,7 +196,7 @@ BEGIN
     FOR rid IN
         SELECT p.id FROM delq.pending p
          WHERE p.status = 'held' AND p.hold_until <= now()
-         ORDER BY p.due_at
+         ORDER BY p.hold_until
          LIMIT max_requests
          FOR UPDATE SKIP LOCKED
     LOOP
