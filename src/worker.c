@@ -67,6 +67,8 @@
  * those turns took half a core).  An idle worker claims at once.
  */
 #define DELQ_WAKE_GATHER_MS		2
+/* A wait at least this long with nothing in flight counts as idle. */
+#define DELQ_IDLE_STATS_MS		1000
 
 PGDLLEXPORT void delq_launcher_main(Datum arg);
 PGDLLEXPORT void delq_worker_main(Datum arg);
@@ -405,6 +407,10 @@ forwarding_loop(DelqForwarder *fw)
 			timeout = 0;
 		else
 			timeout = Max(ms_until(Min(next_look, next_upkeep)), 0);
+
+		/* going idle: statistics still held back (end_step) go out now */
+		if (fw->running == 0 && timeout >= DELQ_IDLE_STATS_MS)
+			pgstat_report_stat(true);
 
 		if (delq_forwarder_wait(fw, timeout))
 		{

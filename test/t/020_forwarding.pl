@@ -431,6 +431,15 @@ sql("SELECT delq.drop_route($all_route)");
 }
 
 # ---------------------------------------------------------------------------
+# The worker reports its table statistics while it runs (a background
+# worker flushes them itself, or autovacuum never hears of the rows it
+# changes).  delq.destination_state is written by the worker alone here.
+ok(poll_until($node,
+		"SELECT n_tup_ins + n_tup_upd > 0 FROM pg_stat_user_tables
+		  WHERE relid = 'delq.destination_state'::regclass", 't', 30),
+	'the running worker has reported the rows it wrote to the statistics');
+
+# ---------------------------------------------------------------------------
 is(sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'delq worker'"), $worker_pid,
 	'the same worker process did all of it');
 
