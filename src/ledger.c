@@ -426,14 +426,16 @@ delq_ledger_seal(PG_FUNCTION_ARGS)
 	args[0] = CStringGetTextDatum(chain);
 	args[1] = values[COL_ID];
 	args[2] = PointerGetDatum(canonical_prefix(values, isnull, request_id, detail));
-	args[3] = PointerGetDatum(genesis_hash(chain));
 
 	/* Lock and move the head; start the chain if it has none yet. */
-	if (run_plan(SEAL_ADVANCE, args, NULL) == 0 &&
-		run_plan(SEAL_START, args, NULL) == 0 &&
-		run_plan(SEAL_ADVANCE, args, NULL) == 0)
-		elog(ERROR, "delq: the ledger head of chain \"%s\" could not be found or started",
-			 chain);
+	if (run_plan(SEAL_ADVANCE, args, NULL) == 0)
+	{
+		args[3] = PointerGetDatum(genesis_hash(chain));
+		if (run_plan(SEAL_START, args, NULL) == 0 &&
+			run_plan(SEAL_ADVANCE, args, NULL) == 0)
+			elog(ERROR, "delq: the ledger head of chain \"%s\" could not be found or started",
+				 chain);
+	}
 
 	{
 		bool		n1,
