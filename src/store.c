@@ -13,12 +13,17 @@
  */
 #include "postgres.h"
 
+#include "access/table.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "storage/bufmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/plancache.h"
+#include "utils/rel.h"
 #include "utils/timestamp.h"
 
 #include "store.h"
@@ -260,4 +265,47 @@ int
 delq_store_checkpoint(void)
 {
 	return run_plan_int(PLAN_CHECKPOINT, (Datum) 0);
+}
+
+/* Blocks of delq.<name>, 0 if it is missing. */
+static BlockNumber
+table_blocks(Oid namespace, const char *name)
+{
+	Oid			relid = get_relname_relid(name, namespace);
+	Relation	rel;
+	BlockNumber blocks;
+
+	if (!OidIsValid(relid))
+		return 0;
+	rel = table_open(relid, AccessShareLock);
+	blocks = RelationGetNumberOfBlocks(rel);
+	table_close(rel, AccessShareLock);
+	return blocks;
+}
+
+/*
+ * The plans this process keeps (here and in the PL/pgSQL functions it
+ * calls) are made again only after an ANALYZE of a table they read.  Plans
+ * made while the queue was small (a new installation, a restore, before
+ * the first burst) can join by reading whole tables, and cost four to five
+ * times as much once the tables have grown, until autovacuum's next ANALYZE
+ * (docs/performance.md).  So when delq.pending and delq.delivery together
+ * have doubled or halved since the plans were last reset, every plan is
+ * made again at its next use, for the tables as they are.
+ */
+void
+delq_store_replan_if_resized(void)
+{
+	static BlockNumber planned_for = 0;
+	Oid			namespace = get_namespace_oid("delq", true);
+	BlockNumber blocks;
+
+	if (!OidIsValid(namespace))
+		return;
+	blocks = table_blocks(namespace, "pending") + table_blocks(namespace, "delivery");
+	if (blocks > 2 * planned_for + 16 || 2 * blocks + 16 < planned_for)
+	{
+		ResetPlanCache();
+		planned_for = blocks;
+	}
 }

@@ -48,4 +48,7 @@ extern int	delq_store_checkpoint(void);
 /* When the next retry, held request or breaker probe falls due. */
 extern bool delq_store_next_due(TimestampTz *when);
 
+/* Make the kept plans again if the queue's tables grew or shrank a lot. */
+extern void delq_store_replan_if_resized(void);
+
 #endif							/* DELQ_STORE_H */

@@ -351,6 +351,7 @@ database_turn(DelqForwarder *fw, bool claim_now, TimestampTz *next_look,
 	TimestampTz now;
 
 	begin_step("delq: forwarding");
+	delq_store_replan_if_resized();
 	if (fw->ndone > 0)
 	{
 		delq_forwarder_record(fw);
