@@ -291,15 +291,22 @@ table_blocks(Oid namespace, const char *name)
  * times as much once the tables have grown, until autovacuum's next ANALYZE
  * (docs/performance.md).  So when delq.pending and delq.delivery together
  * have doubled or halved since the plans were last reset, every plan is
- * made again at its next use, for the tables as they are.
+ * made again at its next use, for the tables as they are.  Looked at no
+ * more than once a second: a turn takes milliseconds.
  */
 void
 delq_store_replan_if_resized(void)
 {
 	static BlockNumber planned_for = 0;
-	Oid			namespace = get_namespace_oid("delq", true);
+	static TimestampTz looked_at = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	Oid			namespace;
 	BlockNumber blocks;
 
+	if (!TimestampDifferenceExceeds(looked_at, now, 1000))
+		return;
+	looked_at = now;
+	namespace = get_namespace_oid("delq", true);
 	if (!OidIsValid(namespace))
 		return;
 	blocks = table_blocks(namespace, "pending") + table_blocks(namespace, "delivery");

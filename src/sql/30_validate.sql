@@ -220,6 +220,21 @@ BEGIN
 END
 $$;
 
+-- An interval that must not be negative (NULL passes: callers decide
+-- whether NULL means a default); hint says what to pass instead.
+CREATE FUNCTION delq._check_not_negative(arg text, val interval, hint text)
+RETURNS interval
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF val < interval '0' THEN
+        PERFORM delq._invalid(arg, 'must not be negative', hint);
+    END IF;
+    RETURN val;
+END
+$$;
+
 CREATE FUNCTION delq._check_range(arg text, val integer, lo integer, hi integer)
 RETURNS integer
 LANGUAGE plpgsql IMMUTABLE

@@ -133,6 +133,18 @@ BEGIN
 END
 $$;
 
+-- What an archived request keeps of one delivery (delq.finished.deliveries),
+-- and what a receipt shows of it.  A SQL-standard body: inlined.
+CREATE FUNCTION delq._delivery_summary(dl delq.delivery)
+RETURNS jsonb
+LANGUAGE sql STABLE
+RETURN pg_catalog.jsonb_build_object(
+    'destination', dl.destination, 'state', dl.state,
+    'attempts', dl.attempts, 'last_status', dl.last_status,
+    'first_attempt_at', dl.first_attempt_at,
+    'last_attempt_at', dl.last_attempt_at,
+    'confirmed_at', dl.confirmed_at, 'webhook_id', dl.webhook_id);
+
 -- Derive each request's status from its deliveries: failed if any failed,
 -- completed when all are confirmed (or cancelled, with one confirmed),
 -- forwarding otherwise.  Logs every change.  Held and rejected requests

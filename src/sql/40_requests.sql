@@ -234,10 +234,8 @@ DECLARE
     moved bigint;
 BEGIN
     PERFORM delq._not_null('older_than', older_than);
-    IF older_than < interval '0' THEN
-        PERFORM delq._invalid('older_than', 'must not be negative',
-                              'Pass how long a request must have been finished, e.g. ''30 days'', or ''0'' for all.');
-    END IF;
+    PERFORM delq._check_not_negative('older_than', older_than,
+                                     'Pass how long a request must have been finished, e.g. ''30 days'', or ''0'' for all.');
 
     WITH victims AS (
         SELECT p.id FROM delq.pending p
@@ -246,13 +244,7 @@ BEGIN
          FOR UPDATE
     ), summary AS (
         SELECT dl.request_id,
-               jsonb_agg(jsonb_build_object(
-                   'destination', dl.destination, 'state', dl.state,
-                   'attempts', dl.attempts, 'last_status', dl.last_status,
-                   'first_attempt_at', dl.first_attempt_at,
-                   'last_attempt_at', dl.last_attempt_at,
-                   'confirmed_at', dl.confirmed_at, 'webhook_id', dl.webhook_id)
-                   ORDER BY dl.destination) AS deliveries
+               jsonb_agg(delq._delivery_summary(dl) ORDER BY dl.destination) AS deliveries
           FROM delq.delivery dl
          WHERE dl.request_id IN (SELECT v.id FROM victims v)
          GROUP BY dl.request_id

@@ -102,7 +102,7 @@ AS $$
 BEGIN
     CASE jsonb_typeof(val)
     WHEN 'string' THEN
-        RETURN to_jsonb(replace(val #>> '{}', subject, '[subject]'));
+        RETURN to_jsonb(delq._scrub_text(val #>> '{}', subject));
     WHEN 'object' THEN
         RETURN (SELECT coalesce(jsonb_object_agg(e.key, CASE WHEN e.key LIKE '%\_at' THEN e.value
                                                              ELSE delq._scrub_value(e.value, subject) END),
@@ -193,10 +193,8 @@ DECLARE
     keys text[] := delq._redact_keys();
     n bigint;
 BEGIN
-    IF keep < interval '0' THEN
-        PERFORM delq._invalid('older_than', 'must not be negative',
-                              'Pass how long a finished request keeps its subject, e.g. ''30 days'', or NULL for delq.subject_retention.');
-    END IF;
+    PERFORM delq._check_not_negative('older_than', keep,
+                                     'Pass how long a finished request keeps its subject, e.g. ''30 days'', or NULL for delq.subject_retention.');
 
     WITH victims AS (
         SELECT f.id FROM delq.finished f

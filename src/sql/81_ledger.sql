@@ -189,10 +189,8 @@ DECLARE
     n bigint;
 BEGIN
     PERFORM delq._not_null('min_interval', min_interval);
-    IF min_interval < interval '0' THEN
-        PERFORM delq._invalid('min_interval', 'must not be negative',
-                              'Pass ''0'' to always take a checkpoint, or e.g. ''1 hour'' to skip when the last one is younger.');
-    END IF;
+    PERFORM delq._check_not_negative('min_interval', min_interval,
+                                     'Pass ''0'' to always take a checkpoint, or e.g. ''1 hour'' to skip when the last one is younger.');
     IF min_interval > interval '0' AND EXISTS (
         SELECT 1 FROM delq.ledger_checkpoint c WHERE c.at > clock_timestamp() - min_interval) THEN
         RETURN;
@@ -209,12 +207,16 @@ BEGIN
                     delq._ledger_genesis('checkpoint'))
       INTO cp.prev_hash;
 
+    -- one pass over ledger_head (it has no index for what moved)
+    WITH moved AS (
+        UPDATE delq.ledger_head h SET checkpointed = h.events
+         WHERE h.events > h.checkpointed
+        RETURNING h.chain, h.events, h.last_id, h.hash
+    )
     INSERT INTO delq.ledger_checkpoint_head (checkpoint_id, chain, events, last_id, hash)
-    SELECT cp.id, h.chain, h.events, h.last_id, h.hash
-      FROM delq.ledger_head h WHERE h.events > h.checkpointed;
+    SELECT cp.id, m.chain, m.events, m.last_id, m.hash FROM moved m;
     GET DIAGNOSTICS n = ROW_COUNT;
     cp.chains := n;
-    UPDATE delq.ledger_head h SET checkpointed = h.events WHERE h.events > h.checkpointed;
 
     cp.hash := delq._checkpoint_hash(cp);
     INSERT INTO delq.ledger_checkpoint SELECT cp.*;

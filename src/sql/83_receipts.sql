@@ -3,29 +3,17 @@
 -- See docs/privacy.md.
 
 -- What each destination did for a request: from the delivery rows while
--- it is pending, from the archived summary once it is finished.
+-- it is pending, the archived summary (the same objects, archive() wrote
+-- them) once it is finished.
 CREATE FUNCTION delq._receipt_deliveries(request_id uuid)
 RETURNS jsonb
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT coalesce(
-        (SELECT jsonb_agg(jsonb_build_object(
-                    'destination', dl.destination, 'state', dl.state, 'attempts', dl.attempts,
-                    'last_status', dl.last_status, 'first_attempt_at', dl.first_attempt_at,
-                    'last_attempt_at', dl.last_attempt_at, 'confirmed_at', dl.confirmed_at,
-                    'webhook_id', dl.webhook_id)
-                    ORDER BY dl.destination)
+        (SELECT jsonb_agg(delq._delivery_summary(dl) ORDER BY dl.destination)
            FROM delq.delivery dl WHERE dl.request_id = _receipt_deliveries.request_id),
-        (SELECT jsonb_agg(jsonb_build_object(
-                    'destination', d ->> 'destination', 'state', d -> 'state',
-                    'attempts', d -> 'attempts', 'last_status', d -> 'last_status',
-                    'first_attempt_at', d -> 'first_attempt_at',
-                    'last_attempt_at', d -> 'last_attempt_at',
-                    'confirmed_at', d -> 'confirmed_at', 'webhook_id', d -> 'webhook_id')
-                    ORDER BY d ->> 'destination')
-           FROM delq.finished f, jsonb_array_elements(f.deliveries) d
-          WHERE f.id = _receipt_deliveries.request_id),
+        (SELECT f.deliveries FROM delq.finished f WHERE f.id = _receipt_deliveries.request_id),
         '[]');
 $$;
 
