@@ -79,30 +79,25 @@ CREATE TABLE delq.ledger_checkpoint_head (
 
 CREATE INDEX ledger_checkpoint_head_chain_idx ON delq.ledger_checkpoint_head (chain, checkpoint_id);
 
-CREATE TRIGGER ledger_checkpoint_no_update_delete
-    BEFORE UPDATE OR DELETE ON delq.ledger_checkpoint
-    FOR EACH ROW EXECUTE FUNCTION delq._append_only(
-        'Ledger checkpoints are evidence; no role may change them.',
-        'Take a new checkpoint with delq.ledger_checkpoint() instead.');
-CREATE TRIGGER ledger_checkpoint_no_truncate
-    BEFORE TRUNCATE ON delq.ledger_checkpoint
-    FOR EACH STATEMENT EXECUTE FUNCTION delq._append_only(
-        'Ledger checkpoints are evidence; no role may change them.',
-        'Take a new checkpoint with delq.ledger_checkpoint() instead.');
-CREATE TRIGGER ledger_checkpoint_head_no_update_delete
-    BEFORE UPDATE OR DELETE ON delq.ledger_checkpoint_head
-    FOR EACH ROW EXECUTE FUNCTION delq._append_only(
-        'Ledger checkpoints are evidence; no role may change them.',
-        'Take a new checkpoint with delq.ledger_checkpoint() instead.');
-CREATE TRIGGER ledger_checkpoint_head_no_truncate
-    BEFORE TRUNCATE ON delq.ledger_checkpoint_head
-    FOR EACH STATEMENT EXECUTE FUNCTION delq._append_only(
-        'Ledger checkpoints are evidence; no role may change them.',
-        'Take a new checkpoint with delq.ledger_checkpoint() instead.');
-ALTER TABLE delq.ledger_checkpoint ENABLE ALWAYS TRIGGER ledger_checkpoint_no_update_delete;
-ALTER TABLE delq.ledger_checkpoint ENABLE ALWAYS TRIGGER ledger_checkpoint_no_truncate;
-ALTER TABLE delq.ledger_checkpoint_head ENABLE ALWAYS TRIGGER ledger_checkpoint_head_no_update_delete;
-ALTER TABLE delq.ledger_checkpoint_head ENABLE ALWAYS TRIGGER ledger_checkpoint_head_no_truncate;
+-- Both checkpoint tables are append-only, like delq.event (also for
+-- replica sessions): <table>_no_update_delete and <table>_no_truncate.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['ledger_checkpoint', 'ledger_checkpoint_head'] LOOP
+        EXECUTE format('CREATE TRIGGER %1$I BEFORE UPDATE OR DELETE ON delq.%3$I
+                            FOR EACH ROW EXECUTE FUNCTION delq._append_only(%4$L, %5$L);
+                        CREATE TRIGGER %2$I BEFORE TRUNCATE ON delq.%3$I
+                            FOR EACH STATEMENT EXECUTE FUNCTION delq._append_only(%4$L, %5$L);
+                        ALTER TABLE delq.%3$I ENABLE ALWAYS TRIGGER %1$I;
+                        ALTER TABLE delq.%3$I ENABLE ALWAYS TRIGGER %2$I;',
+                       t || '_no_update_delete', t || '_no_truncate', t,
+                       'Ledger checkpoints are evidence; no role may change them.',
+                       'Take a new checkpoint with delq.ledger_checkpoint() instead.');
+    END LOOP;
+END
+$$;
 
 -- The hash of an event from the canonical text before its previous hash
 -- (built by the trigger) and that hash: the same bytes _event_hash() reads
