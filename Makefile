@@ -4,8 +4,13 @@
 #   make test                 install what is missing, build, run every suite
 #   make demo                 a throwaway cluster with requests flowing
 #
-# The extension script is assembled from src/sql/*.sql (one file per concern),
-# in file-name order.
+# Extension scripts (docs/upgrading.md):
+#   delq--1.0.sql        1.0 as it shipped, frozen (committed, never rebuilt)
+#   delq--1.1.sql        a fresh install: src/sql/*.sql in file-name order
+#   delq--1.0--1.1.sql   the upgrade: src/sql/upgrade/1.0--1.1-before.sql,
+#                        the same src/sql/*.sql (written to run again over
+#                        1.0: CREATE OR REPLACE, IF NOT EXISTS), then
+#                        src/sql/upgrade/1.0--1.1-after.sql
 
 MODULE_big = delq
 OBJS = \
@@ -24,9 +29,11 @@ OBJS = \
 PG_CPPFLAGS = -I$(srcdir)/src
 SHLIB_LINK = -lcurl
 EXTENSION = delq
-DATA_built = delq--1.0.sql
+DATA = delq--1.0.sql
+DATA_built = delq--1.1.sql delq--1.0--1.1.sql
 
 SQL_PARTS = $(sort $(wildcard $(srcdir)/src/sql/*.sql))
+SQL_BODY = $(filter-out %/00_header.sql,$(SQL_PARTS))
 
 REGRESS = $(sort $(basename $(notdir $(wildcard $(srcdir)/sql/*.sql))))
 REGRESS_OPTS = --no-locale --encoding=UTF8 --temp-instance=./tmp_check_regress --temp-config=$(srcdir)/test/regress.conf
@@ -47,7 +54,10 @@ include $(PGXS)
 # after PGXS, which resets it
 PROVE_FLAGS = -I test/perl
 
-delq--1.0.sql: $(SQL_PARTS)
+delq--1.1.sql: $(SQL_PARTS)
+	cat $^ > $@
+
+delq--1.0--1.1.sql: $(srcdir)/src/sql/upgrade/1.0--1.1-before.sql $(SQL_BODY) $(srcdir)/src/sql/upgrade/1.0--1.1-after.sql
 	cat $^ > $@
 
 .PHONY: test demo

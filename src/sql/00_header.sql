@@ -1,4 +1,4 @@
--- delq 1.0: a queue for personal-data deletion requests.
+-- delq: a queue for personal-data deletion requests.
 -- This script is assembled from src/sql/*.sql by the Makefile.
 
 \echo Use "CREATE EXTENSION delq" to load this file. \quit

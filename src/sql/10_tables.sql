@@ -2,7 +2,7 @@
 -- SECURITY DEFINER functions, which validate it and log an event.
 
 -- Live requests.
-CREATE TABLE delq.pending (
+CREATE TABLE IF NOT EXISTS delq.pending (
     id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
     source text NOT NULL,
     external_id text,
@@ -25,14 +25,14 @@ CREATE TABLE delq.pending (
 
 -- What archive() moves.  No index on status over every row: each status
 -- change of a request would insert into it.
-CREATE INDEX pending_finished_idx ON delq.pending ((coalesce(completed_at, rejected_at)))
+CREATE INDEX IF NOT EXISTS pending_finished_idx ON delq.pending ((coalesce(completed_at, rejected_at)))
     WHERE status IN ('completed', 'rejected');
-CREATE INDEX pending_held_idx ON delq.pending (hold_until) WHERE status = 'held';
-CREATE INDEX pending_due_idx ON delq.pending (due_at)
+CREATE INDEX IF NOT EXISTS pending_held_idx ON delq.pending (hold_until) WHERE status = 'held';
+CREATE INDEX IF NOT EXISTS pending_due_idx ON delq.pending (due_at)
     WHERE status IN ('held', 'forwarding', 'failed');
 
 -- Archived requests: self-contained proof of what was done and when.
-CREATE TABLE delq.finished (
+CREATE TABLE IF NOT EXISTS delq.finished (
     id uuid PRIMARY KEY,
     source text NOT NULL,
     external_id text,
@@ -54,12 +54,12 @@ CREATE TABLE delq.finished (
     deliveries jsonb NOT NULL DEFAULT '[]'
 );
 
-CREATE INDEX finished_finished_at_idx ON delq.finished (finished_at);
+CREATE INDEX IF NOT EXISTS finished_finished_at_idx ON delq.finished (finished_at);
 
 -- (source, external_id) of every request ever submitted, pending or
 -- finished: the one place idempotency is decided, so that a concurrent
 -- archive() cannot open a window for a duplicate.
-CREATE TABLE delq.request_key (
+CREATE TABLE IF NOT EXISTS delq.request_key (
     source text NOT NULL,
     external_id text NOT NULL,
     request_id uuid NOT NULL UNIQUE,
@@ -67,7 +67,7 @@ CREATE TABLE delq.request_key (
 );
 
 -- Systems that receive requests.
-CREATE TABLE delq.destination (
+CREATE TABLE IF NOT EXISTS delq.destination (
     name text PRIMARY KEY,
     url text NOT NULL,
     headers jsonb NOT NULL DEFAULT '{}',
@@ -89,18 +89,18 @@ CREATE TABLE delq.destination (
 
 -- Which requests go where: a request matches when its routing document
 -- (attributes plus "source" and "reason") contains match.
-CREATE TABLE delq.route (
+CREATE TABLE IF NOT EXISTS delq.route (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     destination text NOT NULL REFERENCES delq.destination (name) ON DELETE CASCADE,
     match jsonb NOT NULL DEFAULT '{}' CHECK (pg_catalog.jsonb_typeof(match) = 'object'),
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
-CREATE INDEX route_destination_idx ON delq.route (destination);
+CREATE INDEX IF NOT EXISTS route_destination_idx ON delq.route (destination);
 
 -- One row per (request, destination).  No foreign key to destination:
 -- a dropped destination's history stays readable.
-CREATE TABLE delq.delivery (
+CREATE TABLE IF NOT EXISTS delq.delivery (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     request_id uuid NOT NULL REFERENCES delq.pending (id) ON DELETE CASCADE,
     destination text NOT NULL,
@@ -125,13 +125,13 @@ CREATE TABLE delq.delivery (
     UNIQUE (request_id, destination)
 );
 
-CREATE INDEX delivery_claim_idx ON delq.delivery (due_at, next_attempt_at)
+CREATE INDEX IF NOT EXISTS delivery_claim_idx ON delq.delivery (destination, due_at, next_attempt_at)
     WHERE state = 'queued';
 -- In flight per destination (the claim's concurrency cap) and by lease;
 -- and the states an operator acts on.  Not (destination, state) over every
 -- row: each state change of a delivery in the hot path (queued, sending,
 -- confirmed) would insert into it.
-CREATE INDEX delivery_sending_idx ON delq.delivery (destination, lease_until)
+CREATE INDEX IF NOT EXISTS delivery_sending_idx ON delq.delivery (destination, lease_until)
     WHERE state = 'sending';
-CREATE INDEX delivery_destination_idx ON delq.delivery (destination, state)
+CREATE INDEX IF NOT EXISTS delivery_destination_idx ON delq.delivery (destination, state)
     WHERE state NOT IN ('queued', 'sending', 'confirmed');

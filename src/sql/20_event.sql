@@ -2,7 +2,7 @@
 -- the subject (personal data).  prev_hash and hash chain each row to its
 -- predecessor (the tamper-evident ledger, 81_ledger.sql).
 
-CREATE TABLE delq.event (
+CREATE TABLE IF NOT EXISTS delq.event (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
     actor text NOT NULL DEFAULT session_user,
@@ -14,16 +14,16 @@ CREATE TABLE delq.event (
     hash bytea
 );
 
-CREATE INDEX event_request_idx ON delq.event (request_id, id);
+CREATE INDEX IF NOT EXISTS event_request_idx ON delq.event (request_id, id);
 -- BRIN: events are appended in time order, so a block range summary
 -- serves time-range queries at a fraction of a B-tree's cost per insert
 -- (three events per delivery).
-CREATE INDEX event_at_idx ON delq.event USING brin (at);
+CREATE INDEX IF NOT EXISTS event_at_idx ON delq.event USING brin (at);
 
 -- Trigger function for the evidence tables (this one and the ledger's):
 -- refuses UPDATE, DELETE and TRUNCATE.  Arguments: why, and what to do
 -- instead.
-CREATE FUNCTION delq._append_only()
+CREATE OR REPLACE FUNCTION delq._append_only()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -34,13 +34,13 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER event_no_update_delete
+CREATE OR REPLACE TRIGGER event_no_update_delete
     BEFORE UPDATE OR DELETE ON delq.event
     FOR EACH ROW EXECUTE FUNCTION delq._append_only(
         'The audit trail is evidence of what was done; no role may change it.',
         'Add a new event instead.');
 
-CREATE TRIGGER event_no_truncate
+CREATE OR REPLACE TRIGGER event_no_truncate
     BEFORE TRUNCATE ON delq.event
     FOR EACH STATEMENT EXECUTE FUNCTION delq._append_only(
         'The audit trail is evidence of what was done; no role may change it.',
@@ -52,7 +52,7 @@ ALTER TABLE delq.event ENABLE ALWAYS TRIGGER event_no_truncate;
 
 -- Record one event.  actor defaults to session_user, which inside a
 -- SECURITY DEFINER function is still the role that logged in.
-CREATE FUNCTION delq._log(kind text, request_id uuid, destination text DEFAULT NULL,
+CREATE OR REPLACE FUNCTION delq._log(kind text, request_id uuid, destination text DEFAULT NULL,
                           detail jsonb DEFAULT '{}', actor text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql

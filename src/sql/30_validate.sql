@@ -2,7 +2,7 @@
 -- of DESIGN.md with a message that names the argument and a hint that
 -- says what is allowed.  Limits are documented in docs/sql-api.md.
 
-CREATE FUNCTION delq._not_null(arg text, val anyelement)
+CREATE OR REPLACE FUNCTION delq._not_null(arg text, val anyelement)
 RETURNS anyelement
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -17,7 +17,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION delq._invalid(arg text, problem text, hint text)
+CREATE OR REPLACE FUNCTION delq._invalid(arg text, problem text, hint text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -30,7 +30,7 @@ $$;
 
 -- Free text: required or not, at most max_chars characters, no control
 -- characters (newline and tab allowed when multiline).
-CREATE FUNCTION delq._check_text(arg text, val text, max_chars integer,
+CREATE OR REPLACE FUNCTION delq._check_text(arg text, val text, max_chars integer,
                                  required boolean, multiline boolean DEFAULT false)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
@@ -63,7 +63,7 @@ END
 $$;
 
 -- Source system names: lower-case words such as "shop", "crm.eu", "app-2".
-CREATE FUNCTION delq._check_source(val text)
+CREATE OR REPLACE FUNCTION delq._check_source(val text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -79,7 +79,7 @@ END
 $$;
 
 -- Destination names are plain SQL-style identifiers.
-CREATE FUNCTION delq._check_name(arg text, val text)
+CREATE OR REPLACE FUNCTION delq._check_name(arg text, val text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -95,7 +95,7 @@ END
 $$;
 
 -- A JSON object of at most max_bytes bytes (as text).
-CREATE FUNCTION delq._check_object(arg text, val jsonb, max_bytes integer)
+CREATE OR REPLACE FUNCTION delq._check_object(arg text, val jsonb, max_bytes integer)
 RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -114,7 +114,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION delq._check_attributes(val jsonb)
+CREATE OR REPLACE FUNCTION delq._check_attributes(val jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -130,7 +130,7 @@ END
 $$;
 
 -- http or https URL with a host, no user information, no spaces.
-CREATE FUNCTION delq._check_url(val text)
+CREATE OR REPLACE FUNCTION delq._check_url(val text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -151,7 +151,7 @@ $$;
 
 -- Extra HTTP headers: an object of "Name": "value" strings.  The headers
 -- delq sets itself cannot be overridden.
-CREATE FUNCTION delq._check_headers(val jsonb)
+CREATE OR REPLACE FUNCTION delq._check_headers(val jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -182,7 +182,7 @@ END
 $$;
 
 -- Signing secrets as Standard Webhooks writes them: whsec_<base64 of 24..64 bytes>.
-CREATE FUNCTION delq._check_secret(val text)
+CREATE OR REPLACE FUNCTION delq._check_secret(val text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -205,7 +205,7 @@ END
 $$;
 
 -- An interval between lo and hi, returned in milliseconds.
-CREATE FUNCTION delq._check_duration(arg text, val interval, lo interval, hi interval)
+CREATE OR REPLACE FUNCTION delq._check_duration(arg text, val interval, lo interval, hi interval)
 RETURNS bigint
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -222,7 +222,7 @@ $$;
 
 -- An interval that must not be negative (NULL passes: callers decide
 -- whether NULL means a default); hint says what to pass instead.
-CREATE FUNCTION delq._check_not_negative(arg text, val interval, hint text)
+CREATE OR REPLACE FUNCTION delq._check_not_negative(arg text, val interval, hint text)
 RETURNS interval
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -235,7 +235,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION delq._check_range(arg text, val integer, lo integer, hi integer)
+CREATE OR REPLACE FUNCTION delq._check_range(arg text, val integer, lo integer, hi integer)
 RETURNS integer
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -250,7 +250,7 @@ END
 $$;
 
 -- A file path for TLS material: absolute, no control characters.
-CREATE FUNCTION delq._check_path(arg text, val text)
+CREATE OR REPLACE FUNCTION delq._check_path(arg text, val text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp

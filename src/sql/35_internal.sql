@@ -1,23 +1,23 @@
 -- Internal helpers of the request life cycle: settings, planning and the
 -- request status that follows from its deliveries.  Not granted to anyone.
 
-CREATE FUNCTION delq._load()
+CREATE OR REPLACE FUNCTION delq._load()
 RETURNS void
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'delq_load';
 
-CREATE FUNCTION delq._wake_on_commit()
+CREATE OR REPLACE FUNCTION delq._wake_on_commit()
 RETURNS void
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'delq_wake_on_commit';
 
-CREATE FUNCTION delq.worker_running()
+CREATE OR REPLACE FUNCTION delq.worker_running()
 RETURNS boolean
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'delq_worker_running';
 
 -- A duration setting (delq.hold_period, ...) as an interval.
-CREATE FUNCTION delq._setting_interval(name text)
+CREATE OR REPLACE FUNCTION delq._setting_interval(name text)
 RETURNS interval
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -29,7 +29,7 @@ END
 $$;
 
 -- The request or a clear 42704 error.  Locks the row when lock is true.
-CREATE FUNCTION delq._request(request_id uuid, lock boolean)
+CREATE OR REPLACE FUNCTION delq._request(request_id uuid, lock boolean)
 RETURNS delq.pending
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -57,7 +57,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION delq._wrong_state(request_id uuid, status text, allowed text)
+CREATE OR REPLACE FUNCTION delq._wrong_state(request_id uuid, status text, allowed text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -69,7 +69,7 @@ END
 $$;
 
 -- The document routes are matched against.
-CREATE FUNCTION delq._routing_document(r delq.pending)
+CREATE OR REPLACE FUNCTION delq._routing_document(r delq.pending)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -82,7 +82,7 @@ $$;
 -- Plan one delivery per destination with a matching route; a request that
 -- matches nothing fails so that an operator sees it.  Returns the number
 -- of deliveries planned.  The caller holds the request's row lock.
-CREATE FUNCTION delq._plan(request_id uuid, actor text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION delq._plan(request_id uuid, actor text DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -135,7 +135,7 @@ $$;
 
 -- What an archived request keeps of one delivery (delq.finished.deliveries),
 -- and what a receipt shows of it.  A SQL-standard body: inlined.
-CREATE FUNCTION delq._delivery_summary(dl delq.delivery)
+CREATE OR REPLACE FUNCTION delq._delivery_summary(dl delq.delivery)
 RETURNS jsonb
 LANGUAGE sql STABLE
 RETURN pg_catalog.jsonb_build_object(
@@ -149,7 +149,7 @@ RETURN pg_catalog.jsonb_build_object(
 -- completed when all are confirmed (or cancelled, with one confirmed),
 -- forwarding otherwise.  Logs every change.  Held and rejected requests
 -- are left alone.
-CREATE FUNCTION delq._refresh_status(request_ids uuid[], actor text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION delq._refresh_status(request_ids uuid[], actor text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -196,7 +196,7 @@ $$;
 -- pending_held_idx's, so a call reads only the requests it releases
 -- (ordered by due_at, a plan may read every open request instead).
 -- Returns how many were released.
-CREATE FUNCTION delq._release_held(max_requests integer)
+CREATE OR REPLACE FUNCTION delq._release_held(max_requests integer)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp

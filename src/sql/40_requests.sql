@@ -1,6 +1,6 @@
 -- The request API: submit, approve, reject, retry, confirm, archive.
 
-CREATE FUNCTION delq.submit(subject text, source text, reason text DEFAULT NULL,
+CREATE OR REPLACE FUNCTION delq.submit(subject text, source text, reason text DEFAULT NULL,
                             attributes jsonb DEFAULT '{}', external_id text DEFAULT NULL,
                             due_at timestamptz DEFAULT NULL)
 RETURNS uuid
@@ -63,7 +63,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION delq.approve(id uuid)
+CREATE OR REPLACE FUNCTION delq.approve(id uuid)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -81,7 +81,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION delq.reject(id uuid, reason text)
+CREATE OR REPLACE FUNCTION delq.reject(id uuid, reason text)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -127,7 +127,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION delq.retry(id uuid, destination text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION delq.retry(id uuid, destination text DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -184,7 +184,7 @@ $$;
 -- Confirmation of a delivery: the callback of a destination in 'callback'
 -- mode, or an operator recording that a system erased the data by other
 -- means.  Confirming twice is harmless and returns false.
-CREATE FUNCTION delq.confirm(id uuid, destination text)
+CREATE OR REPLACE FUNCTION delq.confirm(id uuid, destination text)
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -224,7 +224,7 @@ $$;
 
 -- Move completed and rejected requests, with a summary of their
 -- deliveries, to delq.finished.
-CREATE FUNCTION delq.archive(older_than interval DEFAULT '0')
+CREATE OR REPLACE FUNCTION delq.archive(older_than interval DEFAULT '0')
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER

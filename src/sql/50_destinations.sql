@@ -1,7 +1,7 @@
 -- Destinations (the systems that hold personal data) and routes (which
 -- requests go to which destination).  Only delq_admin manages them.
 
-CREATE FUNCTION delq._destination(name text, lock boolean)
+CREATE OR REPLACE FUNCTION delq._destination(name text, lock boolean)
 RETURNS delq.destination
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -28,7 +28,7 @@ $$;
 -- add_destination (on a fresh row) and alter_destination (on the stored
 -- one).  NULL keeps a value; '' (secret, TLS paths), 0 (max_attempts) and
 -- '0' (retry_base, retry_max) return to the default.
-CREATE FUNCTION delq._merge_destination(d delq.destination, url text, headers jsonb,
+CREATE OR REPLACE FUNCTION delq._merge_destination(d delq.destination, url text, headers jsonb,
                                         secret text, timeout interval,
                                         connect_timeout interval, max_attempts integer,
                                         concurrency integer, confirm text,
@@ -89,7 +89,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION delq.add_destination(name text, url text,
+CREATE OR REPLACE FUNCTION delq.add_destination(name text, url text,
                                      headers jsonb DEFAULT '{}',
                                      secret text DEFAULT NULL,
                                      timeout interval DEFAULT '30 seconds',
@@ -150,7 +150,7 @@ $$;
 
 -- Change a destination: NULL leaves a setting as it is; see
 -- _merge_destination for the values that return to a default.
-CREATE FUNCTION delq.alter_destination(name text,
+CREATE OR REPLACE FUNCTION delq.alter_destination(name text,
                                        url text DEFAULT NULL,
                                        headers jsonb DEFAULT NULL,
                                        secret text DEFAULT NULL,
@@ -201,7 +201,7 @@ $$;
 
 -- Drop a destination and its routes.  Refused while it has open
 -- deliveries, unless cancel_deliveries is true.
-CREATE FUNCTION delq.drop_destination(name text, cancel_deliveries boolean DEFAULT false)
+CREATE OR REPLACE FUNCTION delq.drop_destination(name text, cancel_deliveries boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -250,7 +250,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION delq.add_route(destination text, match jsonb DEFAULT '{}')
+CREATE OR REPLACE FUNCTION delq.add_route(destination text, match jsonb DEFAULT '{}')
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -274,7 +274,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION delq.drop_route(id bigint)
+CREATE OR REPLACE FUNCTION delq.drop_route(id bigint)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER

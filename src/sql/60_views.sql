@@ -3,7 +3,7 @@
 
 -- One row per request, pending and finished together, with the state of
 -- each of its deliveries.
-CREATE VIEW delq.requests AS
+CREATE OR REPLACE VIEW delq.requests AS
 SELECT p.id, p.source, p.external_id, p.status, p.submitted_at, p.due_at,
        p.completed_at, p.rejected_at, p.failure_reason, NULL::timestamptz AS finished_at,
        coalesce((SELECT jsonb_object_agg(dl.destination, dl.state ORDER BY dl.destination)
@@ -17,7 +17,7 @@ SELECT f.id, f.source, f.external_id, f.status, f.submitted_at, f.due_at,
   FROM delq.finished f;
 
 -- Requests past their deadline that are not completed or rejected.
-CREATE VIEW delq.overdue AS
+CREATE OR REPLACE VIEW delq.overdue AS
 SELECT p.id, p.source, p.external_id, p.status, p.submitted_at, p.due_at,
        now() - p.due_at AS overdue_by,
        coalesce((SELECT jsonb_object_agg(dl.destination, dl.state ORDER BY dl.destination)
@@ -28,7 +28,7 @@ SELECT p.id, p.source, p.external_id, p.status, p.submitted_at, p.due_at,
 
 -- What an operator must act on: failed requests (no route, or a delivery
 -- failed permanently) and each failed delivery.
-CREATE VIEW delq.needs_attention AS
+CREATE OR REPLACE VIEW delq.needs_attention AS
 SELECT p.id AS request_id, NULL::text AS destination, 'request failed'::text AS problem,
        p.failure_reason AS detail, NULL::integer AS last_status, p.due_at,
        (SELECT max(e.at) FROM delq.event e WHERE e.request_id = p.id) AS since
@@ -41,7 +41,7 @@ SELECT dl.request_id, dl.destination, 'delivery failed', dl.last_error, dl.last_
  WHERE dl.state = 'failed';
 
 -- Destinations without their secrets: header names only, whether signed.
-CREATE VIEW delq.destinations AS
+CREATE OR REPLACE VIEW delq.destinations AS
 SELECT d.name, d.url, d.enabled, d.confirm,
        ARRAY(SELECT jsonb_object_keys(d.headers) ORDER BY 1) AS header_names,
        d.secret IS NOT NULL AS signed,

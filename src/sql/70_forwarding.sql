@@ -4,7 +4,7 @@
 
 -- Per-destination health, kept apart from the configuration so that the
 -- worker's updates never contend with alter_destination().
-CREATE TABLE delq.destination_state (
+CREATE TABLE IF NOT EXISTS delq.destination_state (
     name text PRIMARY KEY REFERENCES delq.destination (name) ON DELETE CASCADE,
     consecutive_failures integer NOT NULL DEFAULT 0,
     -- circuit breaker: open while set; one probe at a time once it passed
@@ -17,17 +17,14 @@ CREATE TABLE delq.destination_state (
 
 SELECT pg_catalog.pg_extension_config_dump('delq.destination_state', '');
 
-DROP INDEX delq.delivery_claim_idx;
-CREATE INDEX delivery_claim_idx ON delq.delivery (destination, due_at, next_attempt_at)
-    WHERE state = 'queued';
 -- the next retry of each destination (_next_due)
-CREATE INDEX delivery_next_attempt_idx ON delq.delivery (destination, next_attempt_at)
+CREATE INDEX IF NOT EXISTS delivery_next_attempt_idx ON delq.delivery (destination, next_attempt_at)
     WHERE state = 'queued';
 
 -- The HTTP body a destination receives (DESIGN.md).  A SQL-standard body
 -- (RETURN ...): parsed once at CREATE EXTENSION, so it needs no SET
 -- search_path, and _claim() inlines it instead of calling it per row.
-CREATE FUNCTION delq._webhook_body(r delq.pending, webhook_id text, confirm text)
+CREATE OR REPLACE FUNCTION delq._webhook_body(r delq.pending, webhook_id text, confirm text)
 RETURNS text
 LANGUAGE sql STABLE
 RETURN pg_catalog.jsonb_build_object(
@@ -48,7 +45,7 @@ RETURN pg_catalog.jsonb_build_object(
 -- whose circuit breaker is open (one probe once its cool-down passed).
 -- The ids are picked first, so that the update and the joins that follow
 -- are planned for a batch (index lookups), not for the whole queue.
-CREATE FUNCTION delq._claim(max_rows integer)
+CREATE OR REPLACE FUNCTION delq._claim(max_rows integer)
 RETURNS TABLE (delivery_id bigint, request_id uuid, destination text, webhook_id text,
                url text, headers text[], secret text, timeout_ms integer,
                connect_timeout_ms integer, ca_file text, client_cert text,
@@ -119,7 +116,7 @@ $$;
 -- delivery id, with HTTP status, error text, Retry-After seconds (-1: none)
 -- and whether the answer was 410 Gone.  Only rows still 'sending' change:
 -- a delivery confirmed by callback or cancelled meanwhile stays as it is.
-CREATE FUNCTION delq._record(ids bigint[], outcomes text[], statuses integer[],
+CREATE OR REPLACE FUNCTION delq._record(ids bigint[], outcomes text[], statuses integer[],
                              errors text[], retry_after integer[], gone boolean[])
 RETURNS integer
 LANGUAGE plpgsql
@@ -250,7 +247,7 @@ $$;
 
 -- Deliveries left 'sending' by a worker that died (all of them at worker
 -- start, else those whose lease expired) go back to the queue.
-CREATE FUNCTION delq._requeue_stale(all_sending boolean)
+CREATE OR REPLACE FUNCTION delq._requeue_stale(all_sending boolean)
 RETURNS integer
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
@@ -279,7 +276,7 @@ $$;
 -- through), a held request.  A destination at its concurrency cap gets
 -- room when a transfer ends, which wakes the worker anyway.  NULL when
 -- nothing is scheduled.
-CREATE FUNCTION delq._next_due()
+CREATE OR REPLACE FUNCTION delq._next_due()
 RETURNS timestamptz
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -309,7 +306,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION delq._dispatch(max_deliveries integer)
+CREATE OR REPLACE FUNCTION delq._dispatch(max_deliveries integer)
 RETURNS integer
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'delq_dispatch';
@@ -318,7 +315,7 @@ AS 'MODULE_PATHNAME', 'delq_dispatch';
 -- requeue expired leases, send up to max_deliveries due deliveries, wait
 -- for their answers and record them.  For installations without the
 -- worker (pg_cron: SELECT delq.dispatch()).
-CREATE FUNCTION delq.dispatch(max_deliveries integer DEFAULT 1000)
+CREATE OR REPLACE FUNCTION delq.dispatch(max_deliveries integer DEFAULT 1000)
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -333,7 +330,7 @@ $$;
 
 -- Per destination: what is queued, in flight, waiting, done, failed, and
 -- whether its circuit breaker is open.
-CREATE VIEW delq.destination_health AS
+CREATE OR REPLACE VIEW delq.destination_health AS
 SELECT d.name, d.enabled,
        count(dl.id) FILTER (WHERE dl.state = 'queued') AS queued,
        count(dl.id) FILTER (WHERE dl.state = 'sending') AS sending,

@@ -13,14 +13,14 @@
 -- HMAC-SHA-256 in C (src/hmac.c): core SQL has sha256() but no keyed MAC.
 -- NULL in, NULL out; not declared STRICT so that a call with NULL
 -- constants is still checked for EXECUTE (see src/hmac.c).
-CREATE FUNCTION delq._hmac_sha256(key bytea, data bytea)
+CREATE OR REPLACE FUNCTION delq._hmac_sha256(key bytea, data bytea)
 RETURNS bytea
 LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'delq_hmac_sha256';
 
 -- 32 random bytes without pgcrypto: gen_random_uuid() draws 122 bits from
 -- pg_strong_random(); four of them, hashed, give a full 256-bit key.
-CREATE FUNCTION delq._random_key()
+CREATE OR REPLACE FUNCTION delq._random_key()
 RETURNS bytea
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -36,7 +36,7 @@ $$;
 -- ones, then the restored (older) rows take precedence, where a unique
 -- name would have made the restore fail and left the new keys in use
 -- (every receipt and every hashed subject would then stop matching).
-CREATE TABLE delq.key (
+CREATE TABLE IF NOT EXISTS delq.key (
     name text NOT NULL CHECK (name ~ '^[a-z][a-z0-9_.]{0,62}$'),
     secret bytea NOT NULL CHECK (octet_length(secret) >= 32),
     created_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
@@ -44,13 +44,14 @@ CREATE TABLE delq.key (
 );
 
 INSERT INTO delq.key (name, secret)
-SELECT k, delq._random_key() FROM unnest(ARRAY['receipt', 'subject']) k;
+SELECT k, delq._random_key() FROM unnest(ARRAY['receipt', 'subject']) k
+ WHERE NOT EXISTS (SELECT FROM delq.key WHERE key.name = k);
 
 SELECT pg_catalog.pg_extension_config_dump('delq.key', '');
 
 -- The key in use for name; a missing key is an error, never replaced
 -- silently by a new one (old hashes and receipts would stop matching).
-CREATE FUNCTION delq._secret(name text)
+CREATE OR REPLACE FUNCTION delq._secret(name text)
 RETURNS bytea
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -71,7 +72,7 @@ $$;
 
 -- The keyed hash that stands in for a subject (or an attribute value):
 -- 'hmac:' and the hex HMAC-SHA-256 under the 'subject' key.
-CREATE FUNCTION delq._subject_hash(subject text)
+CREATE OR REPLACE FUNCTION delq._subject_hash(subject text)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -85,7 +86,7 @@ $$;
 -- inside unrelated words and numbers), and so are keys ending in "_at"
 -- (timestamps).
 
-CREATE FUNCTION delq._scrub_text(val text, subject text)
+CREATE OR REPLACE FUNCTION delq._scrub_text(val text, subject text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -94,7 +95,7 @@ AS $$
                 ELSE replace(val, subject, '[subject]') END;
 $$;
 
-CREATE FUNCTION delq._scrub_value(val jsonb, subject text)
+CREATE OR REPLACE FUNCTION delq._scrub_value(val jsonb, subject text)
 RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -117,7 +118,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION delq._scrub(val jsonb, subject text)
+CREATE OR REPLACE FUNCTION delq._scrub(val jsonb, subject text)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -133,19 +134,19 @@ $$;
 -- ---------------------------------------------------------------------
 -- Minimisation
 
-ALTER TABLE delq.finished ADD COLUMN redacted_at timestamptz;
+ALTER TABLE delq.finished ADD COLUMN IF NOT EXISTS redacted_at timestamptz;
 
 -- redact() finds what is due without reading what it already did.
-CREATE INDEX finished_unredacted_idx
+CREATE INDEX IF NOT EXISTS finished_unredacted_idx
     ON delq.finished ((coalesce(completed_at, rejected_at, finished_at)))
     WHERE redacted_at IS NULL;
 -- was_erased() and guard(): by subject or its keyed hash.
-CREATE INDEX finished_subject_idx ON delq.finished (subject);
-CREATE INDEX pending_completed_subject_idx ON delq.pending (subject)
+CREATE INDEX IF NOT EXISTS finished_subject_idx ON delq.finished (subject);
+CREATE INDEX IF NOT EXISTS pending_completed_subject_idx ON delq.pending (subject)
     WHERE status = 'completed';
 
 -- The attribute keys of delq.redact_attributes, trimmed, without blanks.
-CREATE FUNCTION delq._redact_keys()
+CREATE OR REPLACE FUNCTION delq._redact_keys()
 RETURNS text[]
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -161,7 +162,7 @@ $$;
 
 -- attributes with the values of the listed keys replaced by keyed hashes
 -- (of the string, or of the JSON text of any other value).
-CREATE FUNCTION delq._redact_attributes(attributes jsonb, keys text[])
+CREATE OR REPLACE FUNCTION delq._redact_attributes(attributes jsonb, keys text[])
 RETURNS jsonb
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -182,7 +183,7 @@ $$;
 -- the subject in the reasons and the delivery summary.  Logs a 'redacted'
 -- event per request.  Cheap when nothing is due, so the worker can call
 -- it on every housekeeping round.
-CREATE FUNCTION delq.redact(older_than interval DEFAULT NULL)
+CREATE OR REPLACE FUNCTION delq.redact(older_than interval DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -227,7 +228,7 @@ $$;
 
 -- True when a completed request covers value (as a subject, in clear or as
 -- its keyed hash), optionally only requests of source.
-CREATE FUNCTION delq._erased(val text, source text)
+CREATE OR REPLACE FUNCTION delq._erased(val text, source text)
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -247,7 +248,7 @@ $$;
 -- exists, archived or not, redacted or not.  Pending, failed and rejected
 -- requests do not count.  Errors never repeat the subject, and the failing
 -- statement (which holds it) is kept out of the server log.
-CREATE FUNCTION delq.was_erased(subject text, source text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION delq.was_erased(subject text, source text DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
@@ -274,7 +275,7 @@ $$;
 -- check_violation (23514) with constraint name delq_erased_subject: the
 -- row breaks a rule about its values, and drivers map class 23 to their
 -- integrity error.  Neither message nor log holds the value.
-CREATE FUNCTION delq.guard()
+CREATE OR REPLACE FUNCTION delq.guard()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER

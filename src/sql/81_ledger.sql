@@ -13,7 +13,7 @@
 -- The chain of an event.  The SQL-standard bodies (RETURN ...) of these
 -- three helpers are parsed once, at CREATE EXTENSION, so they need no
 -- SET search_path, and stay inlinable: verify_ledger() calls them per row.
-CREATE FUNCTION delq._ledger_chain(request_id uuid, destination text)
+CREATE OR REPLACE FUNCTION delq._ledger_chain(request_id uuid, destination text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN CASE WHEN request_id IS NOT NULL THEN 'request:' || request_id::text
@@ -22,7 +22,7 @@ RETURN CASE WHEN request_id IS NOT NULL THEN 'request:' || request_id::text
 
 -- The prev_hash of a chain's first event (and 'checkpoint' of the first
 -- checkpoint's).
-CREATE FUNCTION delq._ledger_genesis(chain text)
+CREATE OR REPLACE FUNCTION delq._ledger_genesis(chain text)
 RETURNS bytea
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN pg_catalog.sha256(pg_catalog.convert_to('delq ledger genesis ' || chain, 'UTF8'));
@@ -31,7 +31,7 @@ RETURN pg_catalog.sha256(pg_catalog.convert_to('delq ledger genesis ' || chain, 
 -- in a form that no setting changes (time as integer microseconds since
 -- the epoch; jsonb's canonical text; UTF-8).  A column added to delq.event
 -- later is not covered until it is added here.
-CREATE FUNCTION delq._event_hash(e delq.event)
+CREATE OR REPLACE FUNCTION delq._event_hash(e delq.event)
 RETURNS bytea
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.jsonb_build_array(
@@ -41,7 +41,7 @@ RETURN pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.jsonb_build_array(
 -- Where each chain ends: its number of events, last event and hash.
 -- checkpointed is the number of events the last checkpoint that covered
 -- the chain saw.
-CREATE TABLE delq.ledger_head (
+CREATE TABLE IF NOT EXISTS delq.ledger_head (
     chain text PRIMARY KEY,
     events bigint NOT NULL,
     last_id bigint NOT NULL,
@@ -57,9 +57,9 @@ CREATE TABLE delq.ledger_head (
 
 -- Checkpoints: a chain of their own, each over the heads that moved since
 -- the one before.  Append-only.
-CREATE SEQUENCE delq.ledger_checkpoint_id_seq;
+CREATE SEQUENCE IF NOT EXISTS delq.ledger_checkpoint_id_seq;
 
-CREATE TABLE delq.ledger_checkpoint (
+CREATE TABLE IF NOT EXISTS delq.ledger_checkpoint (
     id bigint PRIMARY KEY,
     at timestamptz NOT NULL,
     actor text NOT NULL,
@@ -68,7 +68,7 @@ CREATE TABLE delq.ledger_checkpoint (
     hash bytea NOT NULL
 );
 
-CREATE TABLE delq.ledger_checkpoint_head (
+CREATE TABLE IF NOT EXISTS delq.ledger_checkpoint_head (
     checkpoint_id bigint NOT NULL,
     chain text NOT NULL,
     events bigint NOT NULL,
@@ -77,32 +77,40 @@ CREATE TABLE delq.ledger_checkpoint_head (
     PRIMARY KEY (checkpoint_id, chain)
 );
 
-CREATE INDEX ledger_checkpoint_head_chain_idx ON delq.ledger_checkpoint_head (chain, checkpoint_id);
+CREATE INDEX IF NOT EXISTS ledger_checkpoint_head_chain_idx ON delq.ledger_checkpoint_head (chain, checkpoint_id);
 
 -- Both checkpoint tables are append-only, like delq.event (also for
--- replica sessions): <table>_no_update_delete and <table>_no_truncate.
-DO $$
-DECLARE
-    t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['ledger_checkpoint', 'ledger_checkpoint_head'] LOOP
-        EXECUTE format('CREATE TRIGGER %1$I BEFORE UPDATE OR DELETE ON delq.%3$I
-                            FOR EACH ROW EXECUTE FUNCTION delq._append_only(%4$L, %5$L);
-                        CREATE TRIGGER %2$I BEFORE TRUNCATE ON delq.%3$I
-                            FOR EACH STATEMENT EXECUTE FUNCTION delq._append_only(%4$L, %5$L);
-                        ALTER TABLE delq.%3$I ENABLE ALWAYS TRIGGER %1$I;
-                        ALTER TABLE delq.%3$I ENABLE ALWAYS TRIGGER %2$I;',
-                       t || '_no_update_delete', t || '_no_truncate', t,
-                       'Ledger checkpoints are evidence; no role may change them.',
-                       'Take a new checkpoint with delq.ledger_checkpoint() instead.');
-    END LOOP;
-END
-$$;
+-- replica sessions).
+CREATE OR REPLACE TRIGGER ledger_checkpoint_no_update_delete
+    BEFORE UPDATE OR DELETE ON delq.ledger_checkpoint
+    FOR EACH ROW EXECUTE FUNCTION delq._append_only(
+        'Ledger checkpoints are evidence; no role may change them.',
+        'Take a new checkpoint with delq.ledger_checkpoint() instead.');
+CREATE OR REPLACE TRIGGER ledger_checkpoint_no_truncate
+    BEFORE TRUNCATE ON delq.ledger_checkpoint
+    FOR EACH STATEMENT EXECUTE FUNCTION delq._append_only(
+        'Ledger checkpoints are evidence; no role may change them.',
+        'Take a new checkpoint with delq.ledger_checkpoint() instead.');
+ALTER TABLE delq.ledger_checkpoint ENABLE ALWAYS TRIGGER ledger_checkpoint_no_update_delete;
+ALTER TABLE delq.ledger_checkpoint ENABLE ALWAYS TRIGGER ledger_checkpoint_no_truncate;
+
+CREATE OR REPLACE TRIGGER ledger_checkpoint_head_no_update_delete
+    BEFORE UPDATE OR DELETE ON delq.ledger_checkpoint_head
+    FOR EACH ROW EXECUTE FUNCTION delq._append_only(
+        'Ledger checkpoints are evidence; no role may change them.',
+        'Take a new checkpoint with delq.ledger_checkpoint() instead.');
+CREATE OR REPLACE TRIGGER ledger_checkpoint_head_no_truncate
+    BEFORE TRUNCATE ON delq.ledger_checkpoint_head
+    FOR EACH STATEMENT EXECUTE FUNCTION delq._append_only(
+        'Ledger checkpoints are evidence; no role may change them.',
+        'Take a new checkpoint with delq.ledger_checkpoint() instead.');
+ALTER TABLE delq.ledger_checkpoint_head ENABLE ALWAYS TRIGGER ledger_checkpoint_head_no_update_delete;
+ALTER TABLE delq.ledger_checkpoint_head ENABLE ALWAYS TRIGGER ledger_checkpoint_head_no_truncate;
 
 -- The hash of an event from the canonical text before its previous hash
 -- (built by the trigger) and that hash: the same bytes _event_hash() reads
 -- (src/ledger.c).
-CREATE FUNCTION delq._ledger_link(prefix bytea, prev bytea)
+CREATE OR REPLACE FUNCTION delq._ledger_link(prefix bytea, prev bytea)
 RETURNS bytea
 LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'delq_ledger_link';
@@ -126,7 +134,7 @@ AS 'MODULE_PATHNAME', 'delq_ledger_link';
 -- delq.event, and they may write ledger_head anyway; its statements name
 -- every object and operator with its schema, so no search_path matters.
 -- (A SET search_path would cost a configuration change per event.)
-CREATE FUNCTION delq._ledger_seal()
+CREATE OR REPLACE FUNCTION delq._ledger_seal()
 RETURNS trigger
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'delq_ledger_seal';
@@ -134,18 +142,18 @@ AS 'MODULE_PATHNAME', 'delq_ledger_seal';
 -- "zz_": BEFORE triggers fire in name order, and the hash must cover the
 -- row as it will be stored, so this one fires last.  ALWAYS: also under
 -- session_replication_role = replica, like the append-only triggers.
-CREATE TRIGGER zz_ledger_seal
+CREATE OR REPLACE TRIGGER zz_ledger_seal
     BEFORE INSERT ON delq.event
     FOR EACH ROW EXECUTE FUNCTION delq._ledger_seal();
 ALTER TABLE delq.event ENABLE ALWAYS TRIGGER zz_ledger_seal;
 
 -- Fold lines into one SHA-256, in order: state = sha256(state || line).
-CREATE FUNCTION delq._sha256_step(state bytea, line text)
+CREATE OR REPLACE FUNCTION delq._sha256_step(state bytea, line text)
 RETURNS bytea
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN pg_catalog.sha256(state || pg_catalog.convert_to(line, 'UTF8'));
 
-CREATE AGGREGATE delq._sha256_fold(text) (
+CREATE OR REPLACE AGGREGATE delq._sha256_fold(text) (
     SFUNC = delq._sha256_step,
     STYPE = bytea,
     INITCOND = ''
@@ -153,7 +161,7 @@ CREATE AGGREGATE delq._sha256_fold(text) (
 
 -- The hash of a checkpoint: its own columns and the fold of its heads in
 -- chain order (byte order, whatever the database's collation).
-CREATE FUNCTION delq._checkpoint_hash(cp delq.ledger_checkpoint)
+CREATE OR REPLACE FUNCTION delq._checkpoint_hash(cp delq.ledger_checkpoint)
 RETURNS bytea
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -173,7 +181,7 @@ $$;
 -- (so the worker or pg_cron may call it often).  Keep the returned hash
 -- outside the database (a ticket, a mail, a log): a superuser who rewrote
 -- the whole ledger would have to rewrite that too.
-CREATE FUNCTION delq.ledger_checkpoint(min_interval interval DEFAULT '0')
+CREATE OR REPLACE FUNCTION delq.ledger_checkpoint(min_interval interval DEFAULT '0')
 RETURNS TABLE (checkpoint_id bigint, at timestamptz, chains bigint, hash text)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -232,7 +240,7 @@ $$;
 --   checkpoint_mismatch  an event a checkpoint sealed is gone or rewritten
 --   checkpoint_changed   a checkpoint does not match its hash
 --   checkpoint_chain     a checkpoint does not follow the one before it
-CREATE FUNCTION delq.verify_ledger()
+CREATE OR REPLACE FUNCTION delq.verify_ledger()
 RETURNS TABLE (problem text, event_id bigint, chain text, detail text)
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER

@@ -7,7 +7,7 @@
 -- Extend the deadline of an unfinished request, once, by at most two
 -- months, before the deadline passes.  Moves its deliveries' deadlines
 -- too (the claim orders by them).  Returns the new deadline.
-CREATE FUNCTION delq.extend(id uuid, by interval, reason text)
+CREATE OR REPLACE FUNCTION delq.extend(id uuid, by interval, reason text)
 RETURNS timestamptz
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -59,7 +59,7 @@ $$;
 -- read with pg_catalog functions only (a view runs with the caller's
 -- EXECUTE rights): the library may not be loaded in the session yet, so
 -- the fallback is the C default.
-CREATE VIEW delq.at_risk AS
+CREATE OR REPLACE VIEW delq.at_risk AS
 SELECT p.id, p.source, p.external_id, p.status, p.submitted_at, p.due_at,
        p.due_at - now() AS due_in,
        coalesce((SELECT jsonb_object_agg(dl.destination, dl.state ORDER BY dl.destination)
@@ -72,7 +72,7 @@ SELECT p.id, p.source, p.external_id, p.status, p.submitted_at, p.due_at,
 
 -- Which deadline of each request was alerted, and at which level; the
 -- 'at_risk' and 'overdue' events are the permanent record.
-CREATE TABLE delq.deadline_alert (
+CREATE TABLE IF NOT EXISTS delq.deadline_alert (
     request_id uuid PRIMARY KEY REFERENCES delq.pending (id) ON DELETE CASCADE,
     level text NOT NULL CHECK (level IN ('at_risk', 'overdue')),
     due_at timestamptz NOT NULL,
@@ -88,7 +88,7 @@ SELECT pg_catalog.pg_extension_config_dump('delq.deadline_alert', '');
 -- may LISTEN to any channel).  At most max_alerts per call, earliest
 -- deadline first.  Returns how many it alerted.  The worker calls it on
 -- every housekeeping round; pg_cron can too.
-CREATE FUNCTION delq.check_deadlines(max_alerts integer DEFAULT 1000)
+CREATE OR REPLACE FUNCTION delq.check_deadlines(max_alerts integer DEFAULT 1000)
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER

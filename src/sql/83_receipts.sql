@@ -5,7 +5,7 @@
 -- What each destination did for a request: from the delivery rows while
 -- it is pending, the archived summary (the same objects, archive() wrote
 -- them) once it is finished.
-CREATE FUNCTION delq._receipt_deliveries(request_id uuid)
+CREATE OR REPLACE FUNCTION delq._receipt_deliveries(request_id uuid)
 RETURNS jsonb
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -18,7 +18,7 @@ AS $$
 $$;
 
 -- The signature object of a receipt body.
-CREATE FUNCTION delq._receipt_signature(body jsonb, key_name text)
+CREATE OR REPLACE FUNCTION delq._receipt_signature(body jsonb, key_name text)
 RETURNS jsonb
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -33,7 +33,7 @@ $$;
 -- outcome, and where the request's ledger chain ends (with the last
 -- checkpoint that sealed it).  delq.verify_receipt() tells whether a
 -- receipt is unchanged.
-CREATE FUNCTION delq.receipt(id uuid)
+CREATE OR REPLACE FUNCTION delq.receipt(id uuid)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
@@ -110,7 +110,7 @@ $$;
 -- Whether receipt is exactly as delq.receipt() signed it: any change to
 -- any part of it (but the order of keys or spaces, which jsonb does not
 -- keep) makes it false.
-CREATE FUNCTION delq.verify_receipt(receipt jsonb)
+CREATE OR REPLACE FUNCTION delq.verify_receipt(receipt jsonb)
 RETURNS boolean
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
@@ -138,7 +138,7 @@ END
 $$;
 
 -- Every request, pending or finished, with the times that count.
-CREATE FUNCTION delq._report_requests()
+CREATE OR REPLACE FUNCTION delq._report_requests()
 RETURNS TABLE (id uuid, status text, submitted_at timestamptz, due_at timestamptz,
                completed_at timestamptz, rejected_at timestamptz)
 LANGUAGE sql STABLE
@@ -152,7 +152,7 @@ AS $$
 $$;
 
 -- Every delivery, pending or archived, with its request's times.
-CREATE FUNCTION delq._report_deliveries()
+CREATE OR REPLACE FUNCTION delq._report_deliveries()
 RETURNS TABLE (destination text, state text, submitted_at timestamptz, due_at timestamptz,
                rejected_at timestamptz, confirmed_at timestamptz)
 LANGUAGE sql STABLE
@@ -167,7 +167,7 @@ AS $$
 $$;
 
 -- Median and mean of a set of durations, in days (2 decimals).
-CREATE FUNCTION delq._days(durations interval[])
+CREATE OR REPLACE FUNCTION delq._days(durations interval[])
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -184,7 +184,7 @@ $$;
 -- rejected (denied) and overdue (deadline in the period and missed), the
 -- median and mean days to complete and to respond (complete or deny), and
 -- per destination the same for its deliveries.
-CREATE FUNCTION delq.report(from_time timestamptz, to_time timestamptz)
+CREATE OR REPLACE FUNCTION delq.report(from_time timestamptz, to_time timestamptz)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
