@@ -104,9 +104,8 @@ CREATE TABLE IF NOT EXISTS delq.delivery (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     request_id uuid NOT NULL REFERENCES delq.pending (id) ON DELETE CASCADE,
     destination text NOT NULL,
-    state text NOT NULL DEFAULT 'queued'
-        CHECK (state IN ('queued', 'sending', 'awaiting_confirmation',
-                         'confirmed', 'failed', 'cancelled')),
+    -- the states are checked by delivery_state_check, below
+    state text NOT NULL DEFAULT 'queued',
     -- copied from the request so that the claim can order by deadline
     due_at timestamptz NOT NULL,
     attempts integer NOT NULL DEFAULT 0,
@@ -118,12 +117,29 @@ CREATE TABLE IF NOT EXISTS delq.delivery (
     lease_until timestamptz,
     last_status integer,
     last_error text,
+    -- when the delivery was done: confirmed, or answered not_held
     confirmed_at timestamptz,
     -- 'msg_' and a random UUID: unique without an index, which every
     -- state change of the delivery would have to update
     webhook_id text NOT NULL,
     UNIQUE (request_id, destination)
 );
+
+-- The delivery states (docs/sql-api.md, "Delivery states").  A constraint
+-- of its own, not a column CHECK inside CREATE TABLE: 1.1 added
+-- 'not_held', so an upgrade drops 1.0's constraint
+-- (src/sql/upgrade/1.0--1.1-before.sql) and this puts the new one back.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_constraint c
+                    WHERE c.conrelid = 'delq.delivery'::pg_catalog.regclass
+                      AND c.conname = 'delivery_state_check') THEN
+        ALTER TABLE delq.delivery ADD CONSTRAINT delivery_state_check
+            CHECK (state IN ('queued', 'sending', 'awaiting_confirmation',
+                             'confirmed', 'not_held', 'failed', 'cancelled'));
+    END IF;
+END
+$$;
 
 CREATE INDEX IF NOT EXISTS delivery_claim_idx ON delq.delivery (destination, due_at, next_attempt_at)
     WHERE state = 'queued';

@@ -145,9 +145,18 @@ RETURN pg_catalog.jsonb_build_object(
     'last_attempt_at', dl.last_attempt_at,
     'confirmed_at', dl.confirmed_at, 'webhook_id', dl.webhook_id);
 
+-- Whether a delivery state is a final answer of its destination: confirmed
+-- (the data was erased), or not_held (the system holds nothing on the
+-- subject).  Either completes the delivery; the one place that says so.
+-- A SQL-standard body: inlined where it is used.
+CREATE OR REPLACE FUNCTION delq._delivery_done(state text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN state OPERATOR(pg_catalog.=) ANY ('{confirmed,not_held}'::text[]);
+
 -- Derive each request's status from its deliveries: failed if any failed,
--- completed when all are confirmed (or cancelled, with one confirmed),
--- forwarding otherwise.  Logs every change.  Held and rejected requests
+-- completed when all are done (confirmed or not_held; or cancelled, with
+-- one done), forwarding otherwise.  Logs every change.  Held and rejected requests
 -- are left alone.
 CREATE OR REPLACE FUNCTION delq._refresh_status(request_ids uuid[], actor text DEFAULT NULL)
 RETURNS void
@@ -159,8 +168,8 @@ BEGIN
     WITH derived AS (
         SELECT dl.request_id,
                CASE WHEN bool_or(dl.state = 'failed') THEN 'failed'
-                    WHEN bool_and(dl.state IN ('confirmed', 'cancelled'))
-                         AND bool_or(dl.state = 'confirmed') THEN 'completed'
+                    WHEN bool_and(dl.state = 'cancelled' OR delq._delivery_done(dl.state))
+                         AND bool_or(delq._delivery_done(dl.state)) THEN 'completed'
                     WHEN bool_and(dl.state = 'cancelled') THEN 'failed'
                     ELSE 'forwarding' END AS status,
                CASE WHEN bool_or(dl.state = 'failed')

@@ -103,7 +103,8 @@ BEGIN
     SELECT string_agg(dl.destination, ', ' ORDER BY dl.destination) INTO sent
       FROM delq.delivery dl
      WHERE dl.request_id = r.id
-       AND (dl.attempts > 0 OR dl.state IN ('sending', 'awaiting_confirmation', 'confirmed'));
+       AND (dl.attempts > 0 OR dl.state IN ('sending', 'awaiting_confirmation')
+            OR delq._delivery_done(dl.state));
     IF sent IS NOT NULL THEN
         RAISE EXCEPTION 'request % has already been sent to %', r.id, sent
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -203,7 +204,8 @@ BEGIN
             USING ERRCODE = 'undefined_object',
                   HINT = 'See delq.delivery for the destinations of this request.';
     END IF;
-    IF d.state = 'confirmed' THEN
+    IF delq._delivery_done(d.state) THEN
+        -- confirmed, or the destination said it holds nothing: done either way
         RETURN false;
     END IF;
     IF d.state = 'cancelled' THEN

@@ -112,9 +112,11 @@ BEGIN
 END
 $$;
 
--- Record a batch of outcomes ('confirmed', 'retry', 'failed'), one per
--- delivery id, with HTTP status, error text, Retry-After seconds (-1: none)
--- and whether the answer was 410 Gone.  Only rows still 'sending' change:
+-- Record a batch of outcomes ('confirmed', 'not_held', 'retry', 'failed'),
+-- one per delivery id, with HTTP status, error text, Retry-After seconds (-1: none)
+-- and whether the answer was 410 Gone.  'not_held' (the system holds no
+-- data on the subject) completes the delivery as 'confirmed' does, also in
+-- callback mode: there is nothing to wait for.  Only rows still 'sending' change:
 -- a delivery confirmed by callback or cancelled meanwhile stays as it is.
 CREATE OR REPLACE FUNCTION delq._record(ids bigint[], outcomes text[], statuses integer[],
                              errors text[], retry_after integer[], gone boolean[])
@@ -158,7 +160,7 @@ BEGIN
     ), decided AS (
         SELECT o.*,
                CASE WHEN o.outcome = 'confirmed' AND o.confirm = 'callback' THEN 'awaiting_confirmation'
-                    WHEN o.outcome = 'confirmed' THEN 'confirmed'
+                    WHEN delq._delivery_done(o.outcome) THEN o.outcome
                     WHEN o.outcome = 'retry' AND o.attempts - o.attempts_base < o.max_attempts THEN 'queued'
                     ELSE 'failed' END AS state,
                -- full jitter on a capped exponential; Retry-After (capped) when given
@@ -172,8 +174,8 @@ BEGIN
         UPDATE delq.delivery dl
            SET state = d.state,
                last_status = d.status,
-               last_error = CASE WHEN d.outcome = 'confirmed' THEN NULL ELSE d.error END,
-               confirmed_at = CASE WHEN d.state = 'confirmed' THEN now() END,
+               last_error = CASE WHEN delq._delivery_done(d.outcome) THEN NULL ELSE d.error END,
+               confirmed_at = CASE WHEN delq._delivery_done(d.state) THEN now() END,
                next_attempt_at = CASE WHEN d.state = 'queued'
                                       THEN now() + make_interval(secs => d.delay_ms / 1000.0)
                                       ELSE dl.next_attempt_at END,
@@ -188,7 +190,7 @@ BEGIN
                u.request_id, u.destination,
                jsonb_strip_nulls(jsonb_build_object(
                    'attempt', u.attempts, 'status', u.status,
-                   'error', CASE WHEN u.outcome <> 'confirmed' THEN u.error_class END,
+                   'error', CASE WHEN NOT delq._delivery_done(u.outcome) THEN u.error_class END,
                    'next_attempt_at', CASE WHEN u.state = 'queued' THEN u.next_attempt_at END)),
                'delq'
           FROM updated u
@@ -206,14 +208,14 @@ BEGIN
            g.last_success_at, g.last_failure_at, g.last_failure
       FROM (
         SELECT dl.destination,
-               CASE WHEN bool_or(o.outcome = 'confirmed') THEN 0 ELSE count(*) END AS failures_after,
-               CASE WHEN NOT bool_or(o.outcome = 'confirmed')
+               CASE WHEN bool_or(delq._delivery_done(o.outcome)) THEN 0 ELSE count(*) END AS failures_after,
+               CASE WHEN NOT bool_or(delq._delivery_done(o.outcome))
                          AND (bool_or(o.gone) OR count(*) >= threshold)
                     THEN now() + cooldown END AS open_until,
-               CASE WHEN bool_or(o.outcome = 'confirmed') THEN now() END AS last_success_at,
-               CASE WHEN bool_or(o.outcome <> 'confirmed') THEN now() END AS last_failure_at,
+               CASE WHEN bool_or(delq._delivery_done(o.outcome)) THEN now() END AS last_success_at,
+               CASE WHEN bool_or(NOT delq._delivery_done(o.outcome)) THEN now() END AS last_failure_at,
                (array_agg(CASE WHEN o.error LIKE 'HTTP %' THEN split_part(o.error, ':', 1) ELSE o.error END
-                          ORDER BY o.id DESC) FILTER (WHERE o.outcome <> 'confirmed'))[1] AS last_failure
+                          ORDER BY o.id DESC) FILTER (WHERE NOT delq._delivery_done(o.outcome)))[1] AS last_failure
           FROM unnest(ids, outcomes, errors, gone) AS o(id, outcome, error, gone)
           JOIN delq.delivery dl ON dl.id = o.id
          WHERE dl.id = ANY (ids)
@@ -328,8 +330,8 @@ BEGIN
 END
 $$;
 
--- Per destination: what is queued, in flight, waiting, done, failed, and
--- whether its circuit breaker is open.
+-- Per destination: what is queued, in flight, waiting, done (confirmed,
+-- not held), failed, and whether its circuit breaker is open.
 CREATE OR REPLACE VIEW delq.destination_health AS
 SELECT d.name, d.enabled,
        count(dl.id) FILTER (WHERE dl.state = 'queued') AS queued,
@@ -342,7 +344,9 @@ SELECT d.name, d.enabled,
             WHEN s.breaker_until > now() THEN 'open'
             ELSE 'probing' END AS breaker,
        s.breaker_until,
-       s.last_success_at, s.last_failure_at, s.last_failure
+       s.last_success_at, s.last_failure_at, s.last_failure,
+       -- 1.1: last, so that CREATE OR REPLACE VIEW can add it over 1.0's
+       count(dl.id) FILTER (WHERE dl.state = 'not_held') AS not_held
   FROM delq.destination d
   LEFT JOIN delq.destination_state s ON s.name = d.name
   LEFT JOIN delq.delivery dl ON dl.destination = d.name

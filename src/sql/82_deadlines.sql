@@ -134,7 +134,8 @@ BEGIN
             'unconfirmed', (SELECT coalesce(jsonb_agg(dl.destination ORDER BY dl.destination), '[]')
                               FROM delq.delivery dl
                              WHERE dl.request_id = a.id
-                               AND dl.state NOT IN ('confirmed', 'cancelled')));
+                               AND dl.state <> 'cancelled'
+                               AND NOT delq._delivery_done(dl.state)));
         IF octet_length(payload::text) > 7000 THEN
             -- NOTIFY payloads are limited to 8000 bytes
             payload := jsonb_set(payload, '{unconfirmed}', to_jsonb(jsonb_array_length(payload -> 'unconfirmed')));

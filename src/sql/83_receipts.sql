@@ -183,7 +183,9 @@ $$;
 -- and the yearly disclosure of §7102: requests received, completed,
 -- rejected (denied) and overdue (deadline in the period and missed), the
 -- median and mean days to complete and to respond (complete or deny), and
--- per destination the same for its deliveries.
+-- per destination the same for its deliveries (a not_held answer is
+-- counted apart from confirmations; both are answers in days_to_confirm
+-- and in overdue).
 CREATE OR REPLACE FUNCTION delq.report(from_time timestamptz, to_time timestamptz)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
@@ -223,7 +225,11 @@ BEGIN
                    jsonb_build_object(
                        'destination', d.destination,
                        'received', count(*) FILTER (WHERE d.submitted_at >= from_time AND d.submitted_at < to_time),
-                       'confirmed', count(*) FILTER (WHERE d.confirmed_at >= from_time AND d.confirmed_at < to_time),
+                       'confirmed', count(*) FILTER (WHERE d.state = 'confirmed'
+                                                       AND d.confirmed_at >= from_time AND d.confirmed_at < to_time),
+                       -- answered that it holds no data on the subject
+                       'not_held', count(*) FILTER (WHERE d.state = 'not_held'
+                                                      AND d.confirmed_at >= from_time AND d.confirmed_at < to_time),
                        'cancelled', count(*) FILTER (WHERE d.state = 'cancelled'
                                                        AND d.rejected_at >= from_time AND d.rejected_at < to_time),
                        'failed', count(*) FILTER (WHERE d.state = 'failed'

@@ -6,3 +6,6 @@
 
 \echo Use "ALTER EXTENSION delq UPDATE TO '1.1'" to load this file. \quit
 
+
+-- 1.1 adds the delivery state 'not_held' (10_tables.sql puts the check back).
+ALTER TABLE delq.delivery DROP CONSTRAINT IF EXISTS delivery_state_check;
