@@ -24,7 +24,8 @@ OBJS = \
 	src/forward.o \
 	src/dispatch.o \
 	src/hmac.o \
-	src/ledger.o
+	src/ledger.o \
+	src/guard.o
 
 PG_CPPFLAGS = -I$(srcdir)/src
 SHLIB_LINK = -lcurl

@@ -264,63 +264,40 @@ BEGIN
 END
 $$;
 
+-- The suppression lookup of delq.guard(), the only part of it that needs
+-- the owner's rights: a text in, a boolean out.  Granted to nobody:
+-- guard() calls it through fmgr, without an EXECUTE check (src/guard.c).
+CREATE OR REPLACE FUNCTION delq._guard_erased(val text, source text)
+RETURNS boolean
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET log_min_error_statement = panic
+AS $$
+    SELECT delq._erased(val, source);
+$$;
+
 -- Trigger for application tables: warn about, or refuse, a row whose
 -- column holds a subject whose data was erased.
 --
 --   CREATE TRIGGER users_delq_guard BEFORE INSERT OR UPDATE OF email ON app.users
 --       FOR EACH ROW EXECUTE FUNCTION delq.guard('email', 'refuse');
 --
--- Arguments: the column, 'refuse' (default) or 'warn', and optionally a
--- source to consider only that source's requests.  Refusal raises
--- check_violation (23514) with constraint name delq_erased_subject: the
--- row breaks a rule about its values, and drivers map class 23 to their
--- integrity error.  Neither message nor log holds the value.
+-- Arguments: the column (of type text, varchar or char), 'refuse'
+-- (default) or 'warn', and optionally a source to consider only that
+-- source's requests.  Refusal raises check_violation (23514) with
+-- constraint name delq_erased_subject: the row breaks a rule about its
+-- values, and drivers map class 23 to their integrity error.  Neither
+-- message nor log holds the value (the refusal sets
+-- log_min_error_statement = panic, which an invoker's SET could not).
+-- SECURITY INVOKER, in C: it reads the
+-- one column from the tuple and runs no code of the table's types
+-- (src/guard.c, docs/security.md).
 CREATE OR REPLACE FUNCTION delq.guard()
 RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
+LANGUAGE c
 SET search_path = pg_catalog, pg_temp
-SET log_min_error_statement = panic
-AS $$
-DECLARE
-    col text := TG_ARGV[0];
-    mode text := coalesce(TG_ARGV[1], 'refuse');
-    src text := TG_ARGV[2];
-    val jsonb;
-BEGIN
-    IF TG_WHEN <> 'BEFORE' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE')
-       OR TG_NARGS NOT BETWEEN 1 AND 3 OR mode NOT IN ('refuse', 'warn') THEN
-        RAISE EXCEPTION 'delq.guard() on %.% is attached wrongly', TG_TABLE_SCHEMA, TG_TABLE_NAME
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use CREATE TRIGGER ... BEFORE INSERT OR UPDATE ON t FOR EACH ROW EXECUTE FUNCTION delq.guard(''column'', ''refuse'' or ''warn'' [, ''source'']).';
-    END IF;
-    IF NOT to_jsonb(NEW) ? col THEN
-        RAISE EXCEPTION 'delq.guard(): table %.% has no column %', TG_TABLE_SCHEMA, TG_TABLE_NAME, quote_ident(col)
-            USING ERRCODE = 'undefined_column',
-                  HINT = 'Pass the name of the column that holds the subject as the first trigger argument.';
-    END IF;
-    val := to_jsonb(NEW) -> col;
-    IF jsonb_typeof(val) = 'null'
-       OR (TG_OP = 'UPDATE' AND val = to_jsonb(OLD) -> col) THEN
-        RETURN NEW;
-    END IF;
-    IF delq._erased(CASE WHEN jsonb_typeof(val) = 'string' THEN val #>> '{}' ELSE val::text END, src) THEN
-        IF mode = 'refuse' THEN
-            RAISE EXCEPTION 'column % of %.% holds the subject of a completed deletion request',
-                            quote_ident(col), TG_TABLE_SCHEMA, TG_TABLE_NAME
-                USING ERRCODE = 'check_violation', CONSTRAINT = 'delq_erased_subject',
-                      SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_TABLE_NAME, COLUMN = col,
-                      DETAIL = 'The data of this person was erased at their request; delq keeps a keyed hash so that it stays erased.',
-                      HINT = 'Do not re-create the person''s data from an old source.  If the person signed up again, use delq.guard(..., ''warn'') on this table.';
-        END IF;
-        RAISE WARNING 'column % of %.% holds the subject of a completed deletion request',
-                      quote_ident(col), TG_TABLE_SCHEMA, TG_TABLE_NAME
-            USING DETAIL = 'The data of this person was erased at their request.',
-                  HINT = 'Check that the row does not restore erased data.';
-    END IF;
-    RETURN NEW;
-END
-$$;
+AS 'MODULE_PATHNAME', 'delq_guard';
 
 GRANT EXECUTE ON FUNCTION delq.redact(interval), delq.was_erased(text, text), delq.guard()
     TO delq_operator;
