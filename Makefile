@@ -25,9 +25,12 @@ OBJS = \
 	src/dispatch.o \
 	src/hmac.o \
 	src/ledger.o \
-	src/guard.o
+	src/guard.o \
+	src/version.o
 
-PG_CPPFLAGS = -I$(srcdir)/src
+# The library's version is the extension's default_version (src/version.c).
+DELQ_VERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'.*/\1/p" $(srcdir)/delq.control)
+PG_CPPFLAGS = -I$(srcdir)/src -DDELQ_VERSION='"$(DELQ_VERSION)"'
 SHLIB_LINK = -lcurl
 EXTENSION = delq
 DATA = delq--1.0.sql
@@ -51,6 +54,9 @@ EXTRA_CLEAN = tmp_check_regress tmp_check_iso output_iso results regression.diff
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# The files that use DELQ_VERSION follow a change of delq.control.
+src/version.o src/settings.o src/worker.o: $(srcdir)/delq.control
 
 # after PGXS, which resets it
 PROVE_FLAGS = -I test/perl

@@ -22,6 +22,7 @@
 #include "forward.h"
 #include "settings.h"
 #include "store.h"
+#include "version.h"
 
 /*
  * One pass: claim, send and record until max deliveries are done or nothing
@@ -57,8 +58,12 @@ Datum
 delq_dispatch(PG_FUNCTION_ARGS)
 {
 	int			max = PG_GETARG_INT32(0);
-	DelqForwarder *fw = delq_forwarder_create();
+	DelqForwarder *fw;
 	int			recorded;
+
+	/* the forwarding queries are this version's (src/version.c) */
+	delq_require_current_schema();
+	fw = delq_forwarder_create();
 
 	PG_TRY();
 	{

@@ -36,6 +36,7 @@ char	   *delq_ca_file = NULL;
 int			delq_warn_before_s = 7 * 24 * 3600;
 int			delq_subject_retention_s = 30 * 24 * 3600;
 char	   *delq_redact_attributes = NULL;
+static char *delq_library_version = NULL;
 
 void
 delq_define_settings(void)
@@ -200,6 +201,20 @@ delq_define_settings(void)
 							   "",
 							   PGC_SUSET,
 							   0,
+							   NULL, NULL, NULL);
+
+	/*
+	 * Read only: which library a session or the server loaded.  The upgrade
+	 * script checks it (src/sql/upgrade/1.0--1.1-before.sql), because a
+	 * server keeps a preloaded library until it restarts.
+	 */
+	DefineCustomStringVariable("delq.library_version",
+							   "Version of the loaded delq library.",
+							   NULL,
+							   &delq_library_version,
+							   DELQ_VERSION,
+							   PGC_INTERNAL,
+							   GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
 							   NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("delq");

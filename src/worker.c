@@ -10,7 +10,9 @@
  * keeps a missing database (e.g. the regression database, created after
  * start-up) from producing a FATAL error every few seconds.
  *
- * The forwarding worker waits, just as quietly, for CREATE EXTENSION delq;
+ * The forwarding worker waits, just as quietly, for CREATE EXTENSION delq
+ * at this library's version (one log line while a database waits for
+ * ALTER EXTENSION delq UPDATE, src/version.c);
  * requeues what a previous worker left 'sending'; then loops: record
  * outcomes, claim due deliveries, send, wait.  No transaction is open while
  * it waits for HTTP.  Both processes start only when recovery has finished,
@@ -28,7 +30,6 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_database.h"
-#include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -46,6 +47,7 @@
 #include "forward.h"
 #include "settings.h"
 #include "store.h"
+#include "version.h"
 #include "wake.h"
 #include "worker.h"
 
@@ -230,15 +232,44 @@ end_step(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
-static bool
-extension_exists(void)
+/*
+ * Wait, quietly, for CREATE EXTENSION delq, and until the extension is at
+ * this library's version: after a new package and a restart, a database
+ * still at the previous version waits for ALTER EXTENSION delq UPDATE,
+ * saying so once, and forwarding then resumes without a restart
+ * (docs/upgrading.md).  Requests submitted meanwhile queue up.
+ */
+static void
+wait_for_schema(void)
 {
-	bool		exists;
+	bool		said = false;
 
-	StartTransactionCommand();
-	exists = OidIsValid(get_extension_oid("delq", true));
-	CommitTransactionCommand();
-	return exists;
+	for (;;)
+	{
+		char	   *version;
+		bool		ready;
+
+		StartTransactionCommand();
+		version = delq_extension_version();
+		ready = version != NULL && strcmp(version, DELQ_VERSION) == 0;
+		if (version != NULL && !ready && !said)
+		{
+			ereport(LOG,
+					(errmsg("delq worker waiting: extension \"delq\" in database \"%s\" is at version %s, this library needs %s",
+							delq_database, version, DELQ_VERSION),
+					 errhint("Run ALTER EXTENSION delq UPDATE in database \"%s\"; forwarding resumes by itself.",
+							 delq_database)));
+			said = true;
+		}
+		CommitTransactionCommand();
+		if (ready)
+			break;
+		wait_a_while(DELQ_LOOK_INTERVAL_MS);
+	}
+	if (said)
+		ereport(LOG,
+				(errmsg("delq worker: extension \"delq\" in database \"%s\" is now at version %s",
+						delq_database, DELQ_VERSION)));
 }
 
 static void
@@ -447,8 +478,7 @@ delq_worker_main(Datum arg)
 										 0);
 	pgstat_report_appname("delq worker");
 
-	while (!extension_exists())
-		wait_a_while(DELQ_LOOK_INTERVAL_MS);
+	wait_for_schema();
 
 	begin_step("delq: requeueing deliveries of a previous worker");
 	{
