@@ -18,8 +18,10 @@ OBJS = \
 	src/settings.o \
 	src/wake.o \
 	src/signing.o \
-	src/http.o \
+	src/httpclient.o \
+	src/webhook.o \
 	src/store.o \
+	src/upkeep.o \
 	src/worker.o \
 	src/forward.o \
 	src/dispatch.o \

@@ -12,6 +12,9 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 
 #include "settings.h"
 #include "wake.h"
@@ -20,6 +23,31 @@
 PG_MODULE_MAGIC;
 
 void		_PG_init(void);
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* One request for the shared memory of every module. */
+static void
+delq_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(add_size(delq_wake_shmem_size(),
+									delq_worker_shmem_size()));
+}
+
+static void
+delq_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	delq_wake_shmem_startup();
+	delq_worker_shmem_startup();
+	LWLockRelease(AddinShmemInitLock);
+}
 
 void
 _PG_init(void)
@@ -30,7 +58,10 @@ _PG_init(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 
-	delq_wake_shmem_init();
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = delq_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = delq_shmem_startup;
 	delq_worker_register();
 }
 

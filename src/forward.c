@@ -22,11 +22,12 @@
 #include "settings.h"
 #include "store.h"
 
-/* curl hands back a finished transfer: queue its outcome for recording. */
+/* The client hands back a finished request: queue its outcome for recording. */
 static void
-transfer_done(DelqTransfer *t, void *arg)
+transfer_done(DelqHttpRequest *req, void *arg)
 {
 	DelqForwarder *fw = (DelqForwarder *) arg;
+	DelqTransfer *t = delq_webhook_finish(req);
 
 	if (fw->ndone == fw->done_size)
 	{
@@ -69,9 +70,9 @@ delq_forwarder_claim(DelqForwarder *fw, int max)
 	n = delq_store_claim(max, fw->cxt, &claimed);
 	for (int i = 0; i < n; i++)
 	{
-		if (claimed[i]->ca_file == NULL && delq_ca_file[0] != '\0')
-			claimed[i]->ca_file = delq_ca_file;
-		delq_http_start(fw->http, claimed[i]);
+		if (claimed[i]->req.ca_file == NULL && delq_ca_file[0] != '\0')
+			claimed[i]->req.ca_file = delq_ca_file;
+		delq_webhook_start(fw->http, claimed[i]);
 		fw->running++;
 	}
 	if (claimed)

@@ -11,7 +11,7 @@
 #ifndef DELQ_FORWARD_H
 #define DELQ_FORWARD_H
 
-#include "http.h"
+#include "webhook.h"
 
 typedef struct DelqForwarder
 {

@@ -35,67 +35,57 @@ typedef enum DelqPlan
 	PLAN_REQUEUE,
 	PLAN_RELEASE,
 	PLAN_NEXT_DUE,
-	PLAN_ALERTS,
-	PLAN_REDACT,
-	PLAN_CHECKPOINT,
 	PLAN_COUNT
 } DelqPlan;
 
-typedef struct DelqPlanSource
-{
-	const char *sql;
-	int			nargs;
-	Oid			argtypes[6];
-} DelqPlanSource;
-
-static const DelqPlanSource plan_sources[PLAN_COUNT] = {
+static DelqStatement statements[PLAN_COUNT] = {
 	[PLAN_CLAIM] = {"SELECT * FROM delq._claim($1)", 1, {INT4OID}},
 	[PLAN_RECORD] = {"SELECT delq._record($1, $2, $3, $4, $5, $6)", 6,
 	{INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, BOOLARRAYOID}},
 	[PLAN_REQUEUE] = {"SELECT delq._requeue_stale($1)", 1, {BOOLOID}},
 	[PLAN_RELEASE] = {"SELECT delq._release_held($1)", 1, {INT4OID}},
 	[PLAN_NEXT_DUE] = {"SELECT delq._next_due()", 0, {InvalidOid}},
-	[PLAN_ALERTS] = {"SELECT delq.check_deadlines($1)", 1, {INT4OID}},
-	[PLAN_REDACT] = {"SELECT least(delq.redact(), $1)::int", 1, {INT8OID}},
-	[PLAN_CHECKPOINT] = {"SELECT count(*)::int FROM delq.ledger_checkpoint('1 hour')", 0, {InvalidOid}},
 };
 
-static SPIPlanPtr plans[PLAN_COUNT];
-
-/* Run one of the prepared statements; the caller has done SPI_connect. */
-static void
-run_plan(DelqPlan which, Datum *values, int expected)
+/* Run a kept statement (prepared at first use); SPI is connected. */
+void
+delq_store_run(DelqStatement *stmt, Datum *values, int expected)
 {
 	int			rc;
 
-	if (plans[which] == NULL)
+	if (stmt->plan == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(plan_sources[which].sql,
-									   plan_sources[which].nargs,
-									   (Oid *) plan_sources[which].argtypes);
+		SPIPlanPtr	plan = SPI_prepare(stmt->sql, stmt->nargs, stmt->argtypes);
 
 		if (plan == NULL)
 			elog(ERROR, "delq: SPI_prepare failed for \"%s\": %s",
-				 plan_sources[which].sql, SPI_result_code_string(SPI_result));
+				 stmt->sql, SPI_result_code_string(SPI_result));
 		SPI_keepplan(plan);
-		plans[which] = plan;
+		stmt->plan = plan;
 	}
-	rc = SPI_execute_plan(plans[which], values, NULL, false, 0);
+	rc = SPI_execute_plan(stmt->plan, values, NULL, false, 0);
 	if (rc != expected)
 		elog(ERROR, "delq: \"%s\" returned %s",
-			 plan_sources[which].sql, SPI_result_code_string(rc));
+			 stmt->sql, SPI_result_code_string(rc));
 }
 
-/* A single int4 result of a one-row statement. */
-static int
-run_plan_int(DelqPlan which, Datum arg)
+/* delq_store_run() for one of this file's statements. */
+static void
+run_plan(DelqPlan which, Datum *values, int expected)
+{
+	delq_store_run(&statements[which], values, expected);
+}
+
+/* The int4 result of a one-row statement, connecting to SPI. */
+int
+delq_store_run_int(DelqStatement *stmt, Datum arg)
 {
 	bool		isnull;
 	Datum		d;
 	int			result;
 
 	SPI_connect();
-	run_plan(which, &arg, SPI_OK_SELECT);
+	delq_store_run(stmt, &arg, SPI_OK_SELECT);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	result = isnull ? 0 : DatumGetInt32(d);
 	SPI_finish();
@@ -122,18 +112,18 @@ claim_headers(HeapTuple tuple, TupleDesc desc, int col, MemoryContext cxt,
 	bool	   *nulls;
 	int			n;
 
-	t->headers = NULL;
-	t->nheaders = 0;
+	t->req.headers = NULL;
+	t->req.nheaders = 0;
 	if (isnull)
 		return;
 	deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
 					  &elems, &nulls, &n);
 	if (n == 0)
 		return;
-	t->headers = MemoryContextAlloc(cxt, sizeof(char *) * n);
+	t->req.headers = MemoryContextAlloc(cxt, sizeof(char *) * n);
 	for (int i = 0; i < n; i++)
 		if (!nulls[i])
-			t->headers[t->nheaders++] = MemoryContextStrdup(cxt, TextDatumGetCString(elems[i]));
+			t->req.headers[t->req.nheaders++] = MemoryContextStrdup(cxt, TextDatumGetCString(elems[i]));
 }
 
 int
@@ -159,14 +149,14 @@ delq_store_claim(int max_rows, MemoryContext parent, DelqTransfer ***transfers)
 		/* columns as delq._claim() returns them */
 		t->delivery_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		t->webhook_id = claim_text(tup, desc, 4, cxt);
-		t->url = claim_text(tup, desc, 5, cxt);
+		t->req.url = claim_text(tup, desc, 5, cxt);
 		claim_headers(tup, desc, 6, cxt, t);
 		t->secret = claim_text(tup, desc, 7, cxt);
-		t->timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
-		t->connect_timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
-		t->ca_file = claim_text(tup, desc, 10, cxt);
-		t->client_cert = claim_text(tup, desc, 11, cxt);
-		t->client_key = claim_text(tup, desc, 12, cxt);
+		t->req.timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
+		t->req.connect_timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
+		t->req.ca_file = claim_text(tup, desc, 10, cxt);
+		t->req.client_cert = claim_text(tup, desc, 11, cxt);
+		t->req.client_key = claim_text(tup, desc, 12, cxt);
 		t->body = claim_text(tup, desc, 13, cxt);
 		t->user = cxt;
 		t->retry_after_s = -1;
@@ -225,13 +215,13 @@ delq_store_record(DelqTransfer **done, int n)
 int
 delq_store_requeue_stale(bool all_sending)
 {
-	return run_plan_int(PLAN_REQUEUE, BoolGetDatum(all_sending));
+	return delq_store_run_int(&statements[PLAN_REQUEUE], BoolGetDatum(all_sending));
 }
 
 int
 delq_store_release_held(int max_requests)
 {
-	return run_plan_int(PLAN_RELEASE, Int32GetDatum(max_requests));
+	return delq_store_run_int(&statements[PLAN_RELEASE], Int32GetDatum(max_requests));
 }
 
 bool
@@ -247,24 +237,6 @@ delq_store_next_due(TimestampTz *when)
 		*when = DatumGetTimestampTz(d);
 	SPI_finish();
 	return !isnull;
-}
-
-int
-delq_store_alerts(int max_alerts)
-{
-	return run_plan_int(PLAN_ALERTS, Int32GetDatum(max_alerts));
-}
-
-int
-delq_store_redact(void)
-{
-	return run_plan_int(PLAN_REDACT, Int64GetDatum(PG_INT32_MAX));
-}
-
-int
-delq_store_checkpoint(void)
-{
-	return run_plan_int(PLAN_CHECKPOINT, (Datum) 0);
 }
 
 /* Blocks of delq.<name>, 0 if it is missing. */

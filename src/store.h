@@ -16,8 +16,24 @@
 #define DELQ_STORE_H
 
 #include "datatype/timestamp.h"
+#include "executor/spi.h"
 
-#include "http.h"
+#include "webhook.h"
+
+/* A statement kept prepared for the life of the process. */
+typedef struct DelqStatement
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[6];
+	SPIPlanPtr	plan;			/* NULL until first use */
+} DelqStatement;
+
+/* Run a kept statement; the caller has connected to SPI. */
+extern void delq_store_run(DelqStatement *stmt, Datum *values, int expected);
+
+/* The int4 result of a one-row kept statement (connects to SPI itself). */
+extern int	delq_store_run_int(DelqStatement *stmt, Datum arg);
 
 /*
  * Claim up to max_rows due deliveries.  Each claimed delivery becomes a
@@ -35,15 +51,6 @@ extern int	delq_store_requeue_stale(bool all_sending);
 
 /* Plan deliveries of held requests whose hold period is over. */
 extern int	delq_store_release_held(int max_requests);
-
-/* Deadline alerts: NOTIFY delq_alerts for requests newly at risk/overdue. */
-extern int	delq_store_alerts(int max_alerts);
-
-/* Replace subjects of requests finished longer ago than the retention. */
-extern int	delq_store_redact(void);
-
-/* Chain the ledger's heads, at most once an hour. */
-extern int	delq_store_checkpoint(void);
 
 /* When the next retry, held request or breaker probe falls due. */
 extern bool delq_store_next_due(TimestampTz *when);

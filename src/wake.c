@@ -19,9 +19,7 @@
 #include "access/xact.h"
 #include "fmgr.h"
 #include "miscadmin.h"
-#include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
 
@@ -31,51 +29,32 @@ typedef struct DelqShared
 {
 	slock_t		mutex;
 	Latch	   *worker_latch;	/* NULL while no worker runs */
-	pid_t		worker_pid;		/* the worker holding the slot, or 0 */
 } DelqShared;
 
 static DelqShared *delq_shared = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /* This backend's transaction made work for the worker. */
 static bool wake_at_commit = false;
 static bool xact_callback_registered = false;
 
-static void
-delq_shmem_request(void)
+Size
+delq_wake_shmem_size(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(DelqShared)));
+	return MAXALIGN(sizeof(DelqShared));
 }
 
-static void
-delq_shmem_startup(void)
+/* Called with AddinShmemInitLock held (src/delq.c). */
+void
+delq_wake_shmem_startup(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	delq_shared = ShmemInitStruct("delq", sizeof(DelqShared), &found);
 	if (!found)
 	{
 		SpinLockInit(&delq_shared->mutex);
 		delq_shared->worker_latch = NULL;
-		delq_shared->worker_pid = 0;
 	}
-	LWLockRelease(AddinShmemInitLock);
-}
-
-void
-delq_wake_shmem_init(void)
-{
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = delq_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = delq_shmem_startup;
 }
 
 void
@@ -99,45 +78,6 @@ delq_worker_is_running(void)
 	running = delq_shared->worker_latch != NULL;
 	SpinLockRelease(&delq_shared->mutex);
 	return running;
-}
-
-static void
-release_worker_slot(int code, Datum arg)
-{
-	SpinLockAcquire(&delq_shared->mutex);
-	if (delq_shared->worker_pid == MyProcPid)
-		delq_shared->worker_pid = 0;
-	SpinLockRelease(&delq_shared->mutex);
-}
-
-bool
-delq_worker_take_slot(void)
-{
-	bool		taken;
-
-	if (delq_shared == NULL)
-		return true;
-	SpinLockAcquire(&delq_shared->mutex);
-	taken = (delq_shared->worker_pid == 0);
-	if (taken)
-		delq_shared->worker_pid = MyProcPid;
-	SpinLockRelease(&delq_shared->mutex);
-	if (taken)
-		on_shmem_exit(release_worker_slot, (Datum) 0);
-	return taken;
-}
-
-bool
-delq_worker_slot_taken(void)
-{
-	pid_t		pid;
-
-	if (delq_shared == NULL)
-		return false;
-	SpinLockAcquire(&delq_shared->mutex);
-	pid = delq_shared->worker_pid;
-	SpinLockRelease(&delq_shared->mutex);
-	return pid != 0;
 }
 
 static void

@@ -37,6 +37,8 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -47,6 +49,7 @@
 #include "forward.h"
 #include "settings.h"
 #include "store.h"
+#include "upkeep.h"
 #include "version.h"
 #include "wake.h"
 #include "worker.h"
@@ -74,6 +77,80 @@
 
 PGDLLEXPORT void delq_launcher_main(Datum arg);
 PGDLLEXPORT void delq_worker_main(Datum arg);
+
+/*
+ * The one worker slot: the worker takes it at start (false: another worker
+ * holds it) and frees it at exit; the launcher starts no worker while it is
+ * taken, so a restarted launcher does not start a second worker beside the
+ * one its predecessor started.
+ */
+typedef struct DelqWorkerSlot
+{
+	slock_t		mutex;
+	pid_t		pid;			/* the worker holding the slot, or 0 */
+} DelqWorkerSlot;
+
+static DelqWorkerSlot *worker_slot = NULL;
+
+Size
+delq_worker_shmem_size(void)
+{
+	return MAXALIGN(sizeof(DelqWorkerSlot));
+}
+
+/* Called with AddinShmemInitLock held (src/delq.c). */
+void
+delq_worker_shmem_startup(void)
+{
+	bool		found;
+
+	worker_slot = ShmemInitStruct("delq worker slot", sizeof(DelqWorkerSlot),
+								  &found);
+	if (!found)
+	{
+		SpinLockInit(&worker_slot->mutex);
+		worker_slot->pid = 0;
+	}
+}
+
+static void
+release_worker_slot(int code, Datum arg)
+{
+	SpinLockAcquire(&worker_slot->mutex);
+	if (worker_slot->pid == MyProcPid)
+		worker_slot->pid = 0;
+	SpinLockRelease(&worker_slot->mutex);
+}
+
+static bool
+take_worker_slot(void)
+{
+	bool		taken;
+
+	if (worker_slot == NULL)
+		return true;
+	SpinLockAcquire(&worker_slot->mutex);
+	taken = (worker_slot->pid == 0);
+	if (taken)
+		worker_slot->pid = MyProcPid;
+	SpinLockRelease(&worker_slot->mutex);
+	if (taken)
+		on_shmem_exit(release_worker_slot, (Datum) 0);
+	return taken;
+}
+
+static bool
+worker_slot_taken(void)
+{
+	pid_t		pid;
+
+	if (worker_slot == NULL)
+		return false;
+	SpinLockAcquire(&worker_slot->mutex);
+	pid = worker_slot->pid;
+	SpinLockRelease(&worker_slot->mutex);
+	return pid != 0;
+}
 
 void
 delq_worker_register(void)
@@ -194,7 +271,7 @@ delq_launcher_main(Datum arg)
 			continue;
 		}
 		/* a worker started by a previous launcher may still run */
-		if (handle == NULL && !delq_worker_slot_taken() &&
+		if (handle == NULL && !worker_slot_taken() &&
 			database_exists(delq_database))
 		{
 			handle = start_worker();
@@ -289,49 +366,6 @@ ms_until(TimestampTz t)
 	return secs * 1000 + usecs / 1000;
 }
 
-typedef int (*DelqUpkeep) (void);
-
-static int
-deadline_alerts(void)
-{
-	return delq_store_alerts(delq_batch_size);
-}
-
-/*
- * Run one privacy task in a subtransaction of its own: a failure is logged
- * and retried at the next housekeeping, and stops neither the other tasks
- * nor forwarding.
- */
-static void
-upkeep(DelqUpkeep task, const char *what)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-
-	BeginInternalSubTransaction(NULL);
-	PG_TRY();
-	{
-		task();
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		ereport(WARNING,
-				(errmsg("delq worker could not run %s: %s", what, edata->message),
-				 errhint("It is retried at the next housekeeping.")));
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-}
-
 /*
  * Bring next_look forward to when the next retry, hold or breaker probe
  * falls due.  delq._next_due() leaves out work that cannot be claimed now
@@ -349,22 +383,6 @@ sooner_look(TimestampTz next_look)
 	if (!delq_store_next_due(&due))
 		return next_look;
 	return Min(next_look, Max(due, soon));
-}
-
-/*
- * The privacy upkeep: deadline alerts, redaction, the hourly ledger
- * checkpoint.  Run on its own clock, at most once per idle timeout, not
- * on every look for due work: under a steady load the worker looks every
- * few milliseconds, and the upkeep would then cost more than the claims.
- * Returns when to run it again.
- */
-static TimestampTz
-upkeep_round(void)
-{
-	upkeep(deadline_alerts, "deadline alerts");
-	upkeep(delq_store_redact, "redaction");
-	upkeep(delq_store_checkpoint, "the ledger checkpoint");
-	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delq_idle_timeout_ms);
 }
 
 /*
@@ -398,7 +416,7 @@ database_turn(DelqForwarder *fw, bool claim_now, TimestampTz *next_look,
 		claim_now = true;
 	}
 	if (now >= *next_upkeep)
-		*next_upkeep = upkeep_round();
+		*next_upkeep = delq_upkeep_round();
 	/* a full batch: more may be due right now */
 	if (claim_now && room > 0)
 		claim_now = (delq_forwarder_claim(fw, room) == room);
@@ -466,7 +484,7 @@ delq_worker_main(Datum arg)
 	DelqForwarder *fw;
 
 	setup_signals();
-	if (!delq_worker_take_slot())
+	if (!take_worker_slot())
 	{
 		ereport(LOG,
 				(errmsg("delq worker not started: another delq worker is running")));

@@ -114,7 +114,7 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM delq.verify_ledger()'), '0
 $node->stop;
 
 # --- the worker alerts on its own ----------------------------------------------
-# The worker calls delq.check_deadlines() from its housekeeping (src/worker.c).
+# The worker calls delq.check_deadlines() from its housekeeping (src/upkeep.c).
 {
 	my $wnode = delq_node('alerts_worker');
 	my $bg = $wnode->background_psql('postgres');

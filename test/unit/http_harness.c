@@ -1,9 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * http_harness.c
- *	  SQL-callable wrappers around src/http.c and src/signing.c, so that
- *	  test/unit/run can drive the HTTP client inside a real backend
- *	  (latch, WaitEventSet, interrupts) against a local test server.
+ *	  SQL-callable wrappers around src/httpclient.c, src/webhook.c and
+ *	  src/signing.c, so that test/unit/run can drive the HTTP client and
+ *	  the webhook requests made with it inside a real backend (latch,
+ *	  WaitEventSet, interrupts) against a local test server.
  *
  * Built and loaded only by test/unit/run, never installed.
  *
@@ -25,8 +26,8 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
-#include "http.h"
 #include "signing.h"
+#include "webhook.h"
 
 PG_MODULE_MAGIC;
 
@@ -76,15 +77,16 @@ harness_option(const char *name)
 
 /* done(): one result row; restart the same transfer while chain_left */
 static void
-harness_done(DelqTransfer *x, void *arg)
+harness_done(DelqHttpRequest *req, void *arg)
 {
+	DelqTransfer *x = delq_webhook_finish(req);
 	RunState   *st = (RunState *) arg;
 	int			i = (int) x->delivery_id;
 	Datum		v[9];
 	bool		n[9] = {0};
 
 	v[0] = Int32GetDatum(i);
-	v[1] = CStringGetTextDatum(x->url);
+	v[1] = CStringGetTextDatum(x->req.url);
 	v[2] = CStringGetTextDatum(outcome_name(x->outcome));
 	v[3] = Int32GetDatum(x->http_status);
 	v[4] = Int32GetDatum(x->retry_after_s);
@@ -98,7 +100,7 @@ harness_done(DelqTransfer *x, void *arg)
 	{
 		st->chain_left--;
 		st->start_ms[i] = ms_since(st->t0);
-		delq_http_start(st->http, x);
+		delq_webhook_start(st->http, x);
 	}
 }
 
@@ -168,19 +170,19 @@ ht_run(PG_FUNCTION_ARGS)
 		for (i = 0; i < nurls; i++)
 		{
 			xs[i].delivery_id = i;
-			xs[i].url = urls[i];
+			xs[i].req.url = urls[i];
 			xs[i].body = harness_body(i);
 			xs[i].webhook_id = psprintf("msg_test_%d", i);
 			xs[i].secret = secret;
-			xs[i].headers = hdrs;
-			xs[i].nheaders = nh;
-			xs[i].timeout_ms = PG_GETARG_INT32(2);
-			xs[i].connect_timeout_ms = PG_GETARG_INT32(3);
-			xs[i].ca_file = harness_option("ht.ca_file");
-			xs[i].client_cert = harness_option("ht.client_cert");
-			xs[i].client_key = harness_option("ht.client_key");
+			xs[i].req.headers = hdrs;
+			xs[i].req.nheaders = nh;
+			xs[i].req.timeout_ms = PG_GETARG_INT32(2);
+			xs[i].req.connect_timeout_ms = PG_GETARG_INT32(3);
+			xs[i].req.ca_file = harness_option("ht.ca_file");
+			xs[i].req.client_cert = harness_option("ht.client_cert");
+			xs[i].req.client_key = harness_option("ht.client_key");
 			st.start_ms[i] = ms_since(st.t0);
-			delq_http_start(http, &xs[i]);
+			delq_webhook_start(http, &xs[i]);
 		}
 		while (delq_http_running(http) > 0)
 			delq_http_wait(http, -1, harness_done, &st, PG_WAIT_EXTENSION);
@@ -230,18 +232,21 @@ ht_abandon(PG_FUNCTION_ARGS)
 	DelqTransfer x = {0};
 	bool		latch;
 
-	x.url = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	x.req.url = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	x.body = "{}";
 	x.webhook_id = "msg_abandon";
-	x.timeout_ms = 60000;
+	x.req.timeout_ms = 60000;
 	ResetLatch(MyLatch);
-	delq_http_start(http, &x);
+	delq_webhook_start(http, &x);
 	latch = delq_http_wait(http, PG_GETARG_INT32(1), NULL, NULL,
 						   PG_WAIT_EXTENSION);
 	delq_http_destroy(http);
+	/* done() was NULL: read the outcome from the request itself */
+	if (x.req.result != DELQ_HTTP_PENDING)
+		delq_webhook_finish(&x.req);
 	PG_RETURN_TEXT_P(cstring_to_text(psprintf("latch=%d outcome=%s priv=%s",
 											  latch, outcome_name(x.outcome),
-											  x.priv ? "set" : "null")));
+											  x.req.priv ? "set" : "null")));
 }
 
 PG_FUNCTION_INFO_V1(ht_sign);
@@ -288,9 +293,9 @@ ht_decode(PG_FUNCTION_ARGS)
 
 PG_FUNCTION_INFO_V1(ht_classify);
 
-/* ht_classify(status): delq_http_classify as text */
+/* ht_classify(status): delq_webhook_classify as text */
 Datum
 ht_classify(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_TEXT_P(cstring_to_text(outcome_name(delq_http_classify(PG_GETARG_INT32(0)))));
+	PG_RETURN_TEXT_P(cstring_to_text(outcome_name(delq_webhook_classify(PG_GETARG_INT32(0)))));
 }

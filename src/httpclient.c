@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
- * http.c
- *	  Webhook POSTs over libcurl's multi interface, driven by one
- *	  PostgreSQL WaitEventSet.
+ * httpclient.c
+ *	  HTTP requests over libcurl's multi interface, driven by one
+ *	  PostgreSQL WaitEventSet.  Nothing here knows about webhooks
+ *	  (src/webhook.c builds and judges those).
  *
  * curl tells us which sockets to watch (CURLMOPT_SOCKETFUNCTION) and when
  * to call it back (CURLMOPT_TIMERFUNCTION); we wait for those sockets, the
@@ -23,10 +24,11 @@
  * Bookkeeping lives in a memory context of its own under TopMemoryContext,
  * so it survives the caller's transactions; curl's handles are malloc'd by
  * curl.  Finished easy handles are pooled and reused; connections are kept
- * alive in the multi handle's connection cache.
+ * alive in the multi handle's connection cache.  Requests beyond
+ * max_connections wait in a queue of our own (see delq_http_start).
  *
  * IDENTIFICATION
- *	  src/http.c
+ *	  src/httpclient.c
  *
  *-------------------------------------------------------------------------
  */
@@ -43,14 +45,10 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "http.h"
-#include "signing.h"
+#include "httpclient.h"
 
 #define DELQ_USER_AGENT			"delq/1.0"
 #define DELQ_PROTOCOLS			"http,https"
-#define DELQ_DEFAULT_TIMEOUT_MS	30000
-#define DELQ_DEFAULT_CONNECT_MS	10000
-#define DELQ_RETRY_AFTER_MAX	86400	/* one day */
 #define DELQ_IDLE_HANDLES		64	/* pooled easy handles when uncapped */
 
 /* One socket curl asked us to watch; curl_multi_assign'ed to its fd. */
@@ -63,18 +61,15 @@ typedef struct DelqSocket
 	bool		changed;		/* what changed since the set saw it */
 } DelqSocket;
 
-/* One easy handle and what a transfer on it has received so far. */
+/* One easy handle and what a request on it has received so far. */
 typedef struct DelqConn
 {
 	dlist_node	node;			/* in idle, waiting, active or finished */
 	CURL	   *easy;
-	DelqTransfer *xfer;			/* NULL while idle */
+	DelqHttpRequest *req;		/* NULL while idle */
 	struct curl_slist *headers;
 	size_t		received;		/* response body bytes */
 	bool		too_large;
-	int			excerpt_len;
-	char		excerpt[DELQ_RESPONSE_EXCERPT];
-	int			retry_after_s;
 	char		errbuf[CURL_ERROR_SIZE];
 } DelqConn;
 
@@ -82,9 +77,10 @@ struct DelqHttp
 {
 	MemoryContext cxt;
 	CURLM	   *multi;
+	MemoryContext prepare_cxt;	/* for DelqHttpRequest.prepare, reset after */
 	int			running;		/* started, not yet handed back */
-	int			max_inflight;	/* transfers in curl at most (0: no cap) */
-	int			ninflight;		/* transfers in curl */
+	int			max_inflight;	/* requests in curl at most (0: no cap) */
+	int			ninflight;		/* requests in curl */
 	int			max_idle;		/* pooled easy handles kept at most */
 	int			nidle;
 	dlist_head	idle;			/* DelqConn, ready for reuse */
@@ -110,28 +106,12 @@ struct DelqHttp
 static bool curl_ready = false;
 
 /*
- * The outcome table of DESIGN.md, in one place so that the worker and
- * delq.dispatch() agree.  410 is a permanent failure; the caller reads
- * DelqTransfer.gone for the circuit breaker.
- */
-DelqTransferOutcome
-delq_http_classify(int http_status)
-{
-	if (http_status >= 200 && http_status <= 299)
-		return DELQ_OUTCOME_CONFIRMED;
-	if (http_status == 0 || http_status == 408 || http_status == 425 ||
-		http_status == 429 || http_status >= 500)
-		return DELQ_OUTCOME_RETRY;
-	return DELQ_OUTCOME_FAILED;
-}
-
-/*
- * Transport errors are retried, except those that only a change of our
- * own configuration can cure (bad URL or scheme, unreadable local TLS
+ * A transport error may go away by itself, except those that only a change
+ * of configuration can cure (bad URL or scheme, unreadable local TLS
  * files): retrying those would burn the attempts for nothing.
  */
-static DelqTransferOutcome
-transport_outcome(CURLcode rc)
+static DelqHttpResult
+transport_result(CURLcode rc)
 {
 	switch (rc)
 	{
@@ -144,21 +124,18 @@ transport_outcome(CURLcode rc)
 		case CURLE_SSL_CRL_BADFILE:
 		case CURLE_SSL_ENGINE_NOTFOUND:
 		case CURLE_SSL_ENGINE_SETFAILED:
-			return DELQ_OUTCOME_FAILED;
+			return DELQ_HTTP_REFUSED;
 		default:
-			return DELQ_OUTCOME_RETRY;
+			return DELQ_HTTP_NO_ANSWER;
 	}
 }
 
 /*
- * Copy text received from the network (or curl's message about it) into a
- * NUL-terminated buffer that is safe to store in a text column: control
- * characters become spaces, and bytes that are not valid in the database
- * encoding (anything non-ASCII unless it is UTF-8) become '?'.  Returns the
- * length written.  Never throws.
+ * Network text into a text column (httpclient.h): anything non-ASCII is
+ * '?' unless the database is UTF-8 and it is valid UTF-8.
  */
-static size_t
-copy_text(char *dst, size_t dstsize, const char *src, size_t len)
+size_t
+delq_http_safe_text(char *dst, size_t dstsize, const char *src, size_t len)
 {
 	const unsigned char *s = (const unsigned char *) src;
 	bool		utf8 = (GetDatabaseEncoding() == PG_UTF8);
@@ -195,94 +172,64 @@ copy_text(char *dst, size_t dstsize, const char *src, size_t len)
 }
 
 /*
- * Retry-After is either delta seconds or an HTTP date; both become seconds
- * from now, capped at a day so that a confused receiver cannot park a
- * delivery for months.  -1 when unparsable.
- */
-static int
-parse_retry_after(const char *value)
-{
-	const char *p;
-	long		seconds;
-
-	if (*value == '\0')
-		return -1;
-	for (p = value; *p >= '0' && *p <= '9'; p++)
-		;
-	if (*p == '\0')
-	{
-		if (p - value > 6)
-			return DELQ_RETRY_AFTER_MAX;
-		seconds = strtol(value, NULL, 10);
-	}
-	else
-	{
-		time_t		when = curl_getdate(value, NULL);
-
-		if (when == (time_t) -1)
-			return -1;
-		seconds = (long) difftime(when, time(NULL));
-	}
-	return (int) Max(0, Min(seconds, DELQ_RETRY_AFTER_MAX));
-}
-
-/*
- * CURLOPT_HEADERFUNCTION: remember Retry-After of the final response (a
- * new status line forgets what an interim response said).
+ * CURLOPT_HEADERFUNCTION: hand each header line of a response to the
+ * request's header callback as name and value; a status line tells it to
+ * forget what an interim response said.
  */
 static size_t
 header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 {
 	DelqConn   *conn = (DelqConn *) userdata;
+	DelqHttpRequest *req = conn->req;
 	size_t		len = size * nitems;
-	const char *prefix = "Retry-After:";
-	size_t		plen = strlen(prefix);
-	char		value[64];
+	const char *colon;
 	size_t		start;
 	size_t		end;
 
+	if (req->header == NULL)
+		return len;
 	if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0)
-		conn->retry_after_s = -1;
-	else if (len > plen && pg_strncasecmp(buf, prefix, plen) == 0)
 	{
-		start = plen;
-		end = len;
-		while (start < end && (buf[start] == ' ' || buf[start] == '\t'))
-			start++;
-		while (end > start && isspace((unsigned char) buf[end - 1]))
-			end--;
-		if (end - start < sizeof(value))
-		{
-			memcpy(value, buf + start, end - start);
-			value[end - start] = '\0';
-			conn->retry_after_s = parse_retry_after(value);
-		}
+		req->header(req, NULL, 0, NULL, 0);
+		return len;
 	}
+	colon = memchr(buf, ':', len);
+	if (colon == NULL)
+		return len;				/* the blank line that ends the headers */
+	start = colon - buf + 1;
+	end = len;
+	while (start < end && (buf[start] == ' ' || buf[start] == '\t'))
+		start++;
+	while (end > start && isspace((unsigned char) buf[end - 1]))
+		end--;
+	req->header(req, buf, colon - buf, buf + start, end - start);
 	return len;
 }
 
 /*
- * CURLOPT_WRITEFUNCTION: keep the start of the body for error messages,
- * count the rest, and abort a response that is larger than any answer a
- * webhook receiver has reason to send.
+ * CURLOPT_WRITEFUNCTION: keep what the caller has room for, count the
+ * rest, and abort an answer larger than the request allows.
  */
 static size_t
 write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
 	DelqConn   *conn = (DelqConn *) userdata;
+	DelqHttpRequest *req = conn->req;
 	size_t		len = size * nmemb;
-	size_t		room = sizeof(conn->excerpt) - conn->excerpt_len;
+	size_t		max = req->max_response > 0 ?
+		req->max_response : DELQ_HTTP_RESPONSE_MAX;
+	size_t		room = req->response_size - req->response_len;
 
-	if (conn->received + len > DELQ_RESPONSE_MAX)
+	if (conn->received + len > max)
 	{
 		conn->too_large = true;
 		return 0;				/* curl fails with CURLE_WRITE_ERROR */
 	}
 	conn->received += len;
-	if (room > 0)
+	if (req->response != NULL && room > 0)
 	{
-		memcpy(conn->excerpt + conn->excerpt_len, ptr, Min(room, len));
-		conn->excerpt_len += Min(room, len);
+		memcpy(req->response + req->response_len, ptr, Min(room, len));
+		req->response_len += Min(room, len);
 	}
 	return len;
 }
@@ -389,6 +336,8 @@ delq_http_create(int max_connections)
 								ALLOCSET_SMALL_SIZES);
 	http = MemoryContextAllocZero(cxt, sizeof(DelqHttp));
 	http->cxt = cxt;
+	http->prepare_cxt = AllocSetContextCreate(cxt, "delq http prepare",
+											  ALLOCSET_SMALL_SIZES);
 	http->max_inflight = Max(max_connections, 0);
 	http->max_idle = max_connections > 0 ? max_connections : DELQ_IDLE_HANDLES;
 	dlist_init(&http->idle);
@@ -426,8 +375,8 @@ conn_free(DelqConn *conn)
 }
 
 /*
- * Free everything: transfers still in flight are abandoned (their done()
- * is never called, their outcome stays PENDING).  Safe after an error
+ * Free everything: requests still in flight are abandoned (their done()
+ * is never called, their result stays PENDING).  Safe after an error
  * thrown out of delq_http_wait, e.g. in a PG_FINALLY block.
  */
 void
@@ -443,21 +392,21 @@ delq_http_destroy(DelqHttp *http)
 		DelqConn   *conn = dlist_container(DelqConn, node, iter.cur);
 
 		curl_multi_remove_handle(http->multi, conn->easy);
-		conn->xfer->priv = NULL;
+		conn->req->priv = NULL;
 		conn_free(conn);
 	}
 	dlist_foreach_modify(iter, &http->waiting)
 	{
 		DelqConn   *conn = dlist_container(DelqConn, node, iter.cur);
 
-		conn->xfer->priv = NULL;
+		conn->req->priv = NULL;
 		conn_free(conn);
 	}
 	dlist_foreach_modify(iter, &http->finished)
 	{
 		DelqConn   *conn = dlist_container(DelqConn, node, iter.cur);
 
-		conn->xfer->priv = NULL;
+		conn->req->priv = NULL;
 		conn_free(conn);
 	}
 	dlist_foreach_modify(iter, &http->idle)
@@ -470,7 +419,7 @@ delq_http_destroy(DelqHttp *http)
 	MemoryContextDelete(http->cxt);
 }
 
-/* Transfers started and not yet handed back to done(). */
+/* Requests started and not yet handed back to done(). */
 int
 delq_http_running(DelqHttp *http)
 {
@@ -505,12 +454,10 @@ conn_acquire(DelqHttp *http)
 					 errmsg("could not create a libcurl easy handle")));
 		}
 	}
-	conn->xfer = NULL;
+	conn->req = NULL;
 	conn->headers = NULL;
 	conn->received = 0;
 	conn->too_large = false;
-	conn->excerpt_len = 0;
-	conn->retry_after_s = -1;
 	conn->errbuf[0] = '\0';
 	return conn;
 }
@@ -521,7 +468,7 @@ conn_release(DelqHttp *http, DelqConn *conn)
 {
 	curl_slist_free_all(conn->headers);
 	conn->headers = NULL;
-	conn->xfer = NULL;
+	conn->req = NULL;
 	if (http->nidle < http->max_idle)
 	{
 		dlist_push_head(&http->idle, &conn->node);
@@ -550,48 +497,22 @@ add_line(struct curl_slist **list, const char *line)
 	return NULL;
 }
 
-/* add_line() for a header made of name and value.  Never throws. */
-static const char *
-add_header(struct curl_slist **list, const char *name, const char *value)
-{
-	size_t		len = strlen(name) + 2 + strlen(value) + 1;
-	char	   *line = malloc(len);
-	const char *err;
-
-	if (line == NULL)
-		return "out of memory";
-	snprintf(line, len, "%s: %s", name, value);
-	err = add_line(list, line);
-	free(line);
-	return err;
-}
-
 /*
- * The request headers of DESIGN.md, then the destination's own lines.
- * Returns NULL, or why the request cannot be sent.  Never throws.
+ * The header list: prepare's lines, then the request's own, then an empty
+ * "Expect:" (no 100-continue round trip before the body).  Returns NULL,
+ * or why the request cannot be sent.  Never throws.
  */
 static const char *
-build_headers(DelqConn *conn, DelqTransfer *xfer, int64 ts,
-			  const char *signature)
+build_headers(DelqConn *conn, char **lines, int nlines)
 {
-	char		tsbuf[32];
-	const char *names[] = {"Content-Type", "webhook-id", "webhook-timestamp",
-	"webhook-signature", "Idempotency-Key"};
-	const char *values[] = {"application/json", xfer->webhook_id, tsbuf,
-	signature, xfer->webhook_id};
+	DelqHttpRequest *req = conn->req;
 	const char *err = NULL;
 	int			i;
 
-	snprintf(tsbuf, sizeof(tsbuf), INT64_FORMAT, ts);
-	for (i = 0; i < lengthof(names) && err == NULL; i++)
-	{
-		if (values[i] != NULL)	/* no signature without a secret */
-			err = add_header(&conn->headers, names[i], values[i]);
-	}
-	for (i = 0; i < xfer->nheaders && err == NULL; i++)
-		err = add_line(&conn->headers, xfer->headers[i]);
-
-	/* no "Expect: 100-continue" round trip before the body */
+	for (i = 0; i < nlines && err == NULL; i++)
+		err = add_line(&conn->headers, lines[i]);
+	for (i = 0; i < req->nheaders && err == NULL; i++)
+		err = add_line(&conn->headers, req->headers[i]);
 	if (err == NULL)
 		err = add_line(&conn->headers, "Expect:");
 	return err;
@@ -604,24 +525,26 @@ build_headers(DelqConn *conn, DelqTransfer *xfer, int64 ts,
 	} while (0)
 
 /*
- * Every option of a webhook POST: no signals (threads and PostgreSQL's
+ * Every option of a request: no signals (threads and PostgreSQL's
  * handlers), http(s) only and no redirects, TLS verified, bounded time and
  * response size, keepalive so pooled connections notice dead peers.
  */
 static CURLcode
-setup_easy(DelqConn *conn, DelqTransfer *xfer)
+setup_easy(DelqConn *conn, DelqHttpRequest *req)
 {
 	CURL	   *easy = conn->easy;
 	CURLcode	rc = CURLE_OK;
-	long		timeout = xfer->timeout_ms > 0 ?
-		xfer->timeout_ms : DELQ_DEFAULT_TIMEOUT_MS;
-	long		connect_timeout = xfer->connect_timeout_ms > 0 ?
-		xfer->connect_timeout_ms : DELQ_DEFAULT_CONNECT_MS;
+	long		timeout = req->timeout_ms > 0 ?
+		req->timeout_ms : DELQ_HTTP_DEFAULT_TIMEOUT_MS;
+	long		connect_timeout = req->connect_timeout_ms > 0 ?
+		req->connect_timeout_ms : DELQ_HTTP_DEFAULT_CONNECT_MS;
+	curl_off_t	max = req->max_response > 0 ?
+		req->max_response : DELQ_HTTP_RESPONSE_MAX;
 
 	SETOPT(CURLOPT_PRIVATE, conn);
 	SETOPT(CURLOPT_ERRORBUFFER, conn->errbuf);
 	SETOPT(CURLOPT_NOSIGNAL, 1L);
-	SETOPT(CURLOPT_URL, xfer->url);
+	SETOPT(CURLOPT_URL, req->url);
 #if LIBCURL_VERSION_NUM >= 0x075500
 	SETOPT(CURLOPT_PROTOCOLS_STR, DELQ_PROTOCOLS);
 	SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, DELQ_PROTOCOLS);
@@ -630,9 +553,18 @@ setup_easy(DelqConn *conn, DelqTransfer *xfer)
 	SETOPT(CURLOPT_REDIR_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
 	SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
-	SETOPT(CURLOPT_POST, 1L);
-	SETOPT(CURLOPT_POSTFIELDS, xfer->body);
-	SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(xfer->body));
+	if (req->body != NULL)
+	{
+		SETOPT(CURLOPT_POST, 1L);
+		SETOPT(CURLOPT_POSTFIELDS, req->body);
+		SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(req->body));
+	}
+	else
+		SETOPT(CURLOPT_HTTPGET, 1L);
+	if (req->method != NULL && strcmp(req->method, "HEAD") == 0)
+		SETOPT(CURLOPT_NOBODY, 1L);
+	else if (req->method != NULL)
+		SETOPT(CURLOPT_CUSTOMREQUEST, req->method);
 	SETOPT(CURLOPT_HTTPHEADER, conn->headers);
 	SETOPT(CURLOPT_USERAGENT, DELQ_USER_AGENT);
 	SETOPT(CURLOPT_TIMEOUT_MS, timeout);
@@ -642,16 +574,16 @@ setup_easy(DelqConn *conn, DelqTransfer *xfer)
 	SETOPT(CURLOPT_TCP_KEEPINTVL, 30L);
 	SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
 	SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
-	if (xfer->ca_file)
-		SETOPT(CURLOPT_CAINFO, xfer->ca_file);
-	if (xfer->client_cert)
+	if (req->ca_file)
+		SETOPT(CURLOPT_CAINFO, req->ca_file);
+	if (req->client_cert)
 	{
-		SETOPT(CURLOPT_SSLCERT, xfer->client_cert);
+		SETOPT(CURLOPT_SSLCERT, req->client_cert);
 		SETOPT(CURLOPT_SSLCERTTYPE, "PEM");
 	}
-	if (xfer->client_key)
-		SETOPT(CURLOPT_SSLKEY, xfer->client_key);
-	SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) DELQ_RESPONSE_MAX);
+	if (req->client_key)
+		SETOPT(CURLOPT_SSLKEY, req->client_key);
+	SETOPT(CURLOPT_MAXFILESIZE_LARGE, max);
 	SETOPT(CURLOPT_WRITEFUNCTION, write_cb);
 	SETOPT(CURLOPT_WRITEDATA, conn);
 	SETOPT(CURLOPT_HEADERFUNCTION, header_cb);
@@ -660,71 +592,79 @@ setup_easy(DelqConn *conn, DelqTransfer *xfer)
 }
 
 /*
- * A transfer that ends before it reaches curl: queue it so that the next
+ * A request that ends before it reaches curl: queue it so that the next
  * delq_http_wait hands it back like any other.
  */
 static void
-finish_early(DelqHttp *http, DelqConn *conn, DelqTransferOutcome outcome,
+finish_early(DelqHttp *http, DelqConn *conn, DelqHttpResult result,
 			 const char *error)
 {
-	conn->xfer->outcome = outcome;
-	strlcpy(conn->xfer->error, error, sizeof(conn->xfer->error));
+	conn->req->result = result;
+	strlcpy(conn->req->error, error, sizeof(conn->req->error));
 	dlist_push_tail(&http->finished, &conn->node);
 }
 
 /*
- * The signature for a request sent now (NULL without a secret).  May
- * throw, so callers sign before they change any state.
+ * The request's prepare callback, in prepare_cxt (reset by launch).  May
+ * throw, so callers prepare before they change any state.  Returns NULL
+ * or why the request cannot be sent.
  */
-static char *
-sign_transfer(DelqTransfer *xfer, int64 ts)
+static const char *
+prepare_request(DelqHttp *http, DelqHttpRequest *req, char ***lines,
+				int *nlines)
 {
-	if (xfer->secret == NULL)
+	MemoryContext old;
+	const char *err;
+
+	*lines = NULL;
+	*nlines = 0;
+	if (req->prepare == NULL)
 		return NULL;
-	return delq_signature(xfer->secret, xfer->webhook_id, ts,
-						  xfer->body, strlen(xfer->body));
+	MemoryContextReset(http->prepare_cxt);
+	old = MemoryContextSwitchTo(http->prepare_cxt);
+	err = req->prepare(req, lines, nlines);
+	MemoryContextSwitchTo(old);
+	return err;
 }
 
 /*
- * Hand a counted transfer to curl, with the signature made for ts (freed
- * here).  A request that cannot be built fails through done() instead.
- * Never throws.
+ * Hand a counted request to curl with prepare's outcome (err, or the
+ * extra header lines).  A request that cannot be built ends through
+ * done() instead.  Never throws.
  */
 static void
-launch_signed(DelqHttp *http, DelqConn *conn, int64 ts, char *signature)
+launch(DelqHttp *http, DelqConn *conn, const char *err, char **lines,
+	   int nlines)
 {
-	DelqTransfer *xfer = conn->xfer;
-	const char *err;
+	DelqHttpRequest *req = conn->req;
 	CURLcode	rc;
 	CURLMcode	mc;
 
-	if (xfer->secret != NULL && signature == NULL)
-		err = "signing secret is not \"whsec_\" and base64 of 24 to 64 bytes";
-	else
-		err = build_headers(conn, xfer, ts, signature);
-	if (signature != NULL)
-		pfree(signature);
+	if (err == NULL)
+		err = build_headers(conn, lines, nlines);
 	if (err != NULL)
 	{
-		finish_early(http, conn, DELQ_OUTCOME_FAILED, err);
+		finish_early(http, conn, DELQ_HTTP_REFUSED, err);
+		MemoryContextReset(http->prepare_cxt);
 		return;
 	}
+	MemoryContextReset(http->prepare_cxt);
 
-	if ((rc = setup_easy(conn, xfer)) != CURLE_OK)
+	if ((rc = setup_easy(conn, req)) != CURLE_OK)
 	{
-		finish_early(http, conn, DELQ_OUTCOME_FAILED, curl_easy_strerror(rc));
+		finish_early(http, conn, DELQ_HTTP_REFUSED, curl_easy_strerror(rc));
 		return;
 	}
 	if ((mc = curl_multi_add_handle(http->multi, conn->easy)) != CURLM_OK)
 	{
-		finish_early(http, conn, DELQ_OUTCOME_RETRY, curl_multi_strerror(mc));
+		finish_early(http, conn, DELQ_HTTP_NO_ANSWER, curl_multi_strerror(mc));
 		return;
 	}
 	dlist_push_tail(&http->active, &conn->node);
 	http->ninflight++;
 }
 
-/* Whether a transfer may go to curl now rather than wait for a slot. */
+/* Whether a request may go to curl now rather than wait for a slot. */
 static bool
 have_slot(DelqHttp *http)
 {
@@ -732,46 +672,46 @@ have_slot(DelqHttp *http)
 }
 
 /*
- * Begin one POST.  Everything that can throw (signing, a new handle)
- * happens before the transfer is counted, so an error leaves no trace.
+ * Begin one request.  Everything that can throw (prepare, a new handle)
+ * happens before the request is counted, so an error leaves no trace.
  *
- * With max_connections set, transfers beyond it wait in our own queue, not
+ * With max_connections set, requests beyond it wait in our own queue, not
  * in curl's: curl would count the time spent queued against timeout_ms,
- * and the signature's timestamp would age.  A queued transfer is signed
- * when it is launched.
+ * and what prepare made (a signature's timestamp) would age.  A queued
+ * request is prepared when it is launched.
  */
 void
-delq_http_start(DelqHttp *http, DelqTransfer *xfer)
+delq_http_start(DelqHttp *http, DelqHttpRequest *req)
 {
 	bool		now = have_slot(http) && dlist_is_empty(&http->waiting);
-	int64		ts = (int64) time(NULL);
-	char	   *signature = NULL;
+	char	  **lines = NULL;
+	int			nlines = 0;
+	const char *err = NULL;
 	DelqConn   *conn;
 
 	if (now)
-		signature = sign_transfer(xfer, ts);
+		err = prepare_request(http, req, &lines, &nlines);
 	conn = conn_acquire(http);
 
 	/* nothing below throws */
-	conn->xfer = xfer;
-	xfer->priv = conn;
-	xfer->outcome = DELQ_OUTCOME_PENDING;
-	xfer->http_status = 0;
-	xfer->retry_after_s = -1;
-	xfer->gone = false;
-	xfer->error[0] = '\0';
+	conn->req = req;
+	req->priv = conn;
+	req->result = DELQ_HTTP_PENDING;
+	req->status = 0;
+	req->response_len = 0;
+	req->error[0] = '\0';
 	http->running++;
 
 	if (now)
-		launch_signed(http, conn, ts, signature);
+		launch(http, conn, err, lines, nlines);
 	else
 		dlist_push_tail(&http->waiting, &conn->node);
 }
 
 /*
- * Launch queued transfers while there are free slots.  A transfer leaves
- * the queue only once it is signed, so an error thrown while signing
- * leaves it queued.
+ * Launch queued requests while there are free slots.  A request leaves
+ * the queue only once it is prepared, so an error thrown by prepare leaves
+ * it queued.
  */
 static void
 launch_waiting(DelqHttp *http)
@@ -779,68 +719,48 @@ launch_waiting(DelqHttp *http)
 	while (have_slot(http) && !dlist_is_empty(&http->waiting))
 	{
 		DelqConn   *conn = dlist_head_element(DelqConn, node, &http->waiting);
-		int64		ts = (int64) time(NULL);
-		char	   *signature = sign_transfer(conn->xfer, ts);
+		char	  **lines;
+		int			nlines;
+		const char *err = prepare_request(http, conn->req, &lines, &nlines);
 
 		dlist_delete(&conn->node);
-		launch_signed(http, conn, ts, signature);
+		launch(http, conn, err, lines, nlines);
 	}
 }
 
-/*
- * Fill in the outcome fields of a transfer curl has finished, following
- * the table of DESIGN.md.  Never throws.
- */
+/* Fill in the output fields of a request curl has finished.  Never throws. */
 static void
-record_outcome(DelqConn *conn, CURLcode result)
+record_result(DelqConn *conn, CURLcode result)
 {
-	DelqTransfer *xfer = conn->xfer;
+	DelqHttpRequest *req = conn->req;
 	long		code = 0;
-	size_t		n;
 
 	curl_easy_getinfo(conn->easy, CURLINFO_RESPONSE_CODE, &code);
-	xfer->http_status = (int) code;
-	xfer->retry_after_s = conn->retry_after_s;
-	xfer->gone = false;
-	xfer->error[0] = '\0';
+	req->status = (int) code;
+	req->error[0] = '\0';
 
 	if (conn->too_large || result == CURLE_FILESIZE_EXCEEDED)
 	{
-		/*
-		 * The status line arrived before the oversized body, and it is the
-		 * answer: a 2xx still confirms.  Without one, try again.
-		 */
-		xfer->outcome = code ? delq_http_classify((int) code) : DELQ_OUTCOME_RETRY;
-		xfer->gone = (code == 410);
-		n = snprintf(xfer->error, sizeof(xfer->error),
-					 "response larger than %d bytes, not read", DELQ_RESPONSE_MAX);
-		if (code != 0)
-			snprintf(xfer->error + n, sizeof(xfer->error) - n, " (HTTP %ld)", code);
+		req->result = DELQ_HTTP_TOO_LARGE;
+		snprintf(req->error, sizeof(req->error),
+				 "response larger than %zu bytes, not read",
+				 req->max_response > 0 ?
+				 req->max_response : (size_t) DELQ_HTTP_RESPONSE_MAX);
 	}
 	else if (result != CURLE_OK)
 	{
 		const char *msg = conn->errbuf[0] ? conn->errbuf :
 			curl_easy_strerror(result);
 
-		xfer->outcome = transport_outcome(result);
-		copy_text(xfer->error, sizeof(xfer->error), msg, strlen(msg));
+		req->result = transport_result(result);
+		delq_http_safe_text(req->error, sizeof(req->error), msg, strlen(msg));
 	}
 	else
-	{
-		xfer->outcome = delq_http_classify((int) code);
-		xfer->gone = (code == 410);
-		if (xfer->outcome != DELQ_OUTCOME_CONFIRMED)
-		{
-			n = snprintf(xfer->error, sizeof(xfer->error), "HTTP %ld: ", code);
-			if (copy_text(xfer->error + n, sizeof(xfer->error) - n,
-						  conn->excerpt, conn->excerpt_len) == 0)
-				xfer->error[n - 2] = '\0';	/* no body: "HTTP 503" */
-		}
-	}
+		req->result = DELQ_HTTP_ANSWERED;
 }
 
 /*
- * Move every transfer curl reports done from the multi handle to the
+ * Move every request curl reports done from the multi handle to the
  * finished queue.  The queue, not the callback, is what done() is fed
  * from, so an error thrown by done() loses nothing that is queued.
  */
@@ -864,7 +784,7 @@ collect_finished(DelqHttp *http)
 		conn = (DelqConn *) priv;
 		curl_multi_remove_handle(http->multi, easy);
 		http->ninflight--;
-		record_outcome(conn, result);
+		record_result(conn, result);
 		dlist_delete(&conn->node);
 		dlist_push_tail(&http->finished, &conn->node);
 	}
@@ -873,10 +793,10 @@ collect_finished(DelqHttp *http)
 /*
  * Hand finished transfers to done(), one at a time.  The handle goes back
  * to the pool first, so done() may start the next transfer at once.  A
- * NULL done() just drops them (the caller reads the DelqTransfer itself).
+ * NULL done() just drops them (the caller reads the request itself).
  */
 static int
-hand_back(DelqHttp *http, DelqTransferDone done, void *arg)
+hand_back(DelqHttp *http, DelqHttpDone done, void *arg)
 {
 	int			n = 0;
 
@@ -884,14 +804,14 @@ hand_back(DelqHttp *http, DelqTransferDone done, void *arg)
 	{
 		DelqConn   *conn = dlist_container(DelqConn, node,
 										   dlist_pop_head_node(&http->finished));
-		DelqTransfer *xfer = conn->xfer;
+		DelqHttpRequest *req = conn->req;
 
 		conn_release(http, conn);
-		xfer->priv = NULL;
+		req->priv = NULL;
 		http->running--;
 		n++;
 		if (done != NULL)
-			done(xfer, arg);
+			done(req, arg);
 	}
 	return n;
 }
@@ -1074,7 +994,7 @@ wait_once(DelqHttp *http, long wait_ms, uint32 wait_event_info)
  * cancel works when this runs in a backend for delq.dispatch().
  */
 bool
-delq_http_wait(DelqHttp *http, long timeout_ms, DelqTransferDone done,
+delq_http_wait(DelqHttp *http, long timeout_ms, DelqHttpDone done,
 			   void *arg, uint32 wait_event_info)
 {
 	bool		has_deadline = (timeout_ms >= 0);

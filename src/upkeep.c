@@ -1,0 +1,105 @@
+/*-------------------------------------------------------------------------
+ *
+ * upkeep.c
+ *	  The worker's privacy upkeep: NOTIFY for requests newly at risk or
+ *	  overdue, redaction of subjects past their retention, and the hourly
+ *	  ledger checkpoint (docs/worker.md, "Privacy upkeep").
+ *
+ * The rules live in the SQL functions called here (src/sql/80_privacy.sql,
+ * 81_ledger.sql, 82_deadlines.sql); this file runs them on the worker's
+ * clock so that one failing task stops neither the others nor forwarding.
+ *
+ * src/upkeep.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+
+#include "settings.h"
+#include "store.h"
+#include "upkeep.h"
+
+static DelqStatement alerts_stmt =
+{"SELECT delq.check_deadlines($1)", 1, {INT4OID}};
+static DelqStatement redact_stmt =
+{"SELECT least(delq.redact(), $1)::int", 1, {INT8OID}};
+static DelqStatement checkpoint_stmt =
+{"SELECT count(*)::int FROM delq.ledger_checkpoint('1 hour')", 0, {InvalidOid}};
+
+typedef int (*DelqUpkeep) (void);
+
+/* Deadline alerts: NOTIFY delq_alerts for requests newly at risk/overdue. */
+static int
+deadline_alerts(void)
+{
+	return delq_store_run_int(&alerts_stmt, Int32GetDatum(delq_batch_size));
+}
+
+/* Replace subjects of requests finished longer ago than the retention. */
+static int
+redaction(void)
+{
+	return delq_store_run_int(&redact_stmt, Int64GetDatum(PG_INT32_MAX));
+}
+
+/* Chain the ledger's heads, at most once an hour. */
+static int
+ledger_checkpoint(void)
+{
+	return delq_store_run_int(&checkpoint_stmt, (Datum) 0);
+}
+
+/*
+ * Run one privacy task in a subtransaction of its own: a failure is logged
+ * and retried at the next housekeeping, and stops neither the other tasks
+ * nor forwarding.
+ */
+static void
+upkeep(DelqUpkeep task, const char *what)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		task();
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ereport(WARNING,
+				(errmsg("delq worker could not run %s: %s", what, edata->message),
+				 errhint("It is retried at the next housekeeping.")));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+}
+
+/*
+ * Run on its own clock, at most once per idle timeout, not on every look
+ * for due work: under a steady load the worker looks every few
+ * milliseconds, and the upkeep would then cost more than the claims.
+ */
+TimestampTz
+delq_upkeep_round(void)
+{
+	upkeep(deadline_alerts, "deadline alerts");
+	upkeep(redaction, "redaction");
+	upkeep(ledger_checkpoint, "the ledger checkpoint");
+	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delq_idle_timeout_ms);
+}

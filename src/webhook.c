@@ -1,0 +1,194 @@
+/*-------------------------------------------------------------------------
+ *
+ * webhook.c
+ *	  Webhook delivery policy on top of the generic HTTP client: the
+ *	  Standard Webhooks request (headers, signature over the time it is
+ *	  sent) and the meaning of the answer (outcome, Retry-After, 410 Gone,
+ *	  error text).  The table of outcomes is in docs/destinations.md
+ *	  ("What the receiver's answer means").
+ *
+ * IDENTIFICATION
+ *	  src/webhook.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "webhook.h"
+#include "signing.h"
+
+#define DELQ_RETRY_AFTER_MAX	86400	/* one day */
+
+/*
+ * The outcome table, in one place so that the worker and delq.dispatch()
+ * agree.  410 is a permanent failure; the caller reads DelqTransfer.gone
+ * for the circuit breaker.
+ */
+DelqTransferOutcome
+delq_webhook_classify(int http_status)
+{
+	if (http_status >= 200 && http_status <= 299)
+		return DELQ_OUTCOME_CONFIRMED;
+	if (http_status == 0 || http_status == 408 || http_status == 425 ||
+		http_status == 429 || http_status >= 500)
+		return DELQ_OUTCOME_RETRY;
+	return DELQ_OUTCOME_FAILED;
+}
+
+/*
+ * Retry-After is either delta seconds or an HTTP date; both become seconds
+ * from now, capped at a day so that a confused receiver cannot park a
+ * delivery for months.  -1 when unparsable.  Never throws.
+ */
+static int
+parse_retry_after(const char *value)
+{
+	const char *p;
+	long		seconds;
+
+	if (*value == '\0')
+		return -1;
+	for (p = value; *p >= '0' && *p <= '9'; p++)
+		;
+	if (*p == '\0')
+	{
+		if (p - value > 6)
+			return DELQ_RETRY_AFTER_MAX;
+		seconds = strtol(value, NULL, 10);
+	}
+	else
+	{
+		time_t		when = curl_getdate(value, NULL);
+
+		if (when == (time_t) -1)
+			return -1;
+		seconds = (long) difftime(when, time(NULL));
+	}
+	return (int) Max(0, Min(seconds, DELQ_RETRY_AFTER_MAX));
+}
+
+/*
+ * DelqHttpHeader: remember Retry-After of the final response (a new status
+ * line forgets what an interim response said).  Runs inside libcurl.
+ */
+static void
+webhook_header(DelqHttpRequest *req, const char *name, size_t namelen,
+			   const char *value, size_t valuelen)
+{
+	DelqTransfer *xfer = (DelqTransfer *) req;
+	char		buf[64];
+
+	if (name == NULL)
+		xfer->retry_after_s = -1;
+	else if (namelen == strlen("Retry-After") &&
+			 pg_strncasecmp(name, "Retry-After", namelen) == 0 &&
+			 valuelen < sizeof(buf))
+	{
+		memcpy(buf, value, valuelen);
+		buf[valuelen] = '\0';
+		xfer->retry_after_s = parse_retry_after(buf);
+	}
+}
+
+/*
+ * DelqHttpPrepare: the Standard Webhooks headers (docs/destinations.md),
+ * signed over the time the request leaves now.  Allocates in the client's
+ * short-lived context.
+ */
+static const char *
+webhook_prepare(DelqHttpRequest *req, char ***lines, int *nlines)
+{
+	DelqTransfer *xfer = (DelqTransfer *) req;
+	int64		ts = (int64) time(NULL);
+	char	  **out = palloc(sizeof(char *) * 5);
+	int			n = 0;
+
+	out[n++] = "Content-Type: application/json";
+	out[n++] = psprintf("webhook-id: %s", xfer->webhook_id);
+	out[n++] = psprintf("webhook-timestamp: " INT64_FORMAT, ts);
+	if (xfer->secret != NULL)	/* no signature without a secret */
+	{
+		char	   *signature = delq_signature(xfer->secret, xfer->webhook_id,
+											   ts, xfer->body,
+											   strlen(xfer->body));
+
+		if (signature == NULL)
+			return "signing secret is not \"whsec_\" and base64 of 24 to 64 bytes";
+		out[n++] = psprintf("webhook-signature: %s", signature);
+	}
+	out[n++] = psprintf("Idempotency-Key: %s", xfer->webhook_id);
+	*lines = out;
+	*nlines = n;
+	return NULL;
+}
+
+void
+delq_webhook_start(DelqHttp *http, DelqTransfer *xfer)
+{
+	xfer->req.method = NULL;	/* a POST: there is a body */
+	xfer->req.body = xfer->body;
+	xfer->req.response = xfer->excerpt;
+	xfer->req.response_size = sizeof(xfer->excerpt);
+	xfer->req.max_response = DELQ_HTTP_RESPONSE_MAX;
+	xfer->req.prepare = webhook_prepare;
+	xfer->req.header = webhook_header;
+	xfer->outcome = DELQ_OUTCOME_PENDING;
+	xfer->http_status = 0;
+	xfer->retry_after_s = -1;
+	xfer->gone = false;
+	xfer->error[0] = '\0';
+	delq_http_start(http, &xfer->req);
+}
+
+DelqTransfer *
+delq_webhook_finish(DelqHttpRequest *req)
+{
+	DelqTransfer *xfer = (DelqTransfer *) req;
+	int			code = req->status;
+	size_t		n;
+
+	xfer->http_status = code;
+	xfer->gone = false;
+	xfer->error[0] = '\0';
+	switch (req->result)
+	{
+		case DELQ_HTTP_PENDING:
+			xfer->outcome = DELQ_OUTCOME_PENDING;
+			break;
+		case DELQ_HTTP_TOO_LARGE:
+
+			/*
+			 * The status line arrived before the oversized body, and it is
+			 * the answer: a 2xx still confirms.  Without one, try again.
+			 */
+			xfer->outcome = code ? delq_webhook_classify(code) : DELQ_OUTCOME_RETRY;
+			xfer->gone = (code == 410);
+			n = strlcpy(xfer->error, req->error, sizeof(xfer->error));
+			if (code != 0 && n < sizeof(xfer->error))
+				snprintf(xfer->error + n, sizeof(xfer->error) - n,
+						 " (HTTP %d)", code);
+			break;
+		case DELQ_HTTP_NO_ANSWER:
+		case DELQ_HTTP_REFUSED:
+			xfer->outcome = req->result == DELQ_HTTP_REFUSED ?
+				DELQ_OUTCOME_FAILED : DELQ_OUTCOME_RETRY;
+			strlcpy(xfer->error, req->error, sizeof(xfer->error));
+			break;
+		case DELQ_HTTP_ANSWERED:
+			xfer->outcome = delq_webhook_classify(code);
+			xfer->gone = (code == 410);
+			if (xfer->outcome != DELQ_OUTCOME_CONFIRMED)
+			{
+				n = snprintf(xfer->error, sizeof(xfer->error), "HTTP %d: ", code);
+				if (delq_http_safe_text(xfer->error + n, sizeof(xfer->error) - n,
+										req->response, req->response_len) == 0)
+					xfer->error[n - 2] = '\0';	/* no body: "HTTP 503" */
+			}
+			break;
+	}
+	return xfer;
+}
