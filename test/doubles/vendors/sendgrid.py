@@ -6,8 +6,9 @@ Follows the SendGrid v3 API reference:
       Authorization: Bearer <API key>
   https://www.twilio.com/docs/sendgrid/api-reference/contacts/get-contacts-by-emails
       POST /v3/marketing/contacts/search/emails {emails: [...]} -> 200
-      {result: {<email>: {contact: {...}}}} when any match (case-insensitive; an
-      address that matches nothing gets {error: ...}); 404 when none match
+      {result: {<email>: {contact: {...}}}} when any match (case-insensitive, also
+      alternate_emails; an address that matches nothing gets {error: ...}); 404
+      when none match; 400 when an address is invalid
   https://www.twilio.com/docs/sendgrid/api-reference/contacts/delete-contacts
       DELETE /v3/marketing/contacts?ids=<comma-separated ids> -> 202 {job_id};
       "Deletion jobs are processed asynchronously"
@@ -48,6 +49,7 @@ class Vendor(Base):
     def new_record(self, r):
         r.setdefault("id", "%08x-0000-4000-8000-%012x" % (next(self.ids), 0))
         r["email"] = r["email"].lower()
+        r["alternate_emails"] = [e.lower() for e in r.get("alternate_emails", [])]
         return r
 
     def fault(self, req, status):
@@ -65,9 +67,12 @@ class Vendor(Base):
             emails = body.get("emails") if isinstance(body, dict) else None
             if not isinstance(emails, list) or not emails or len(emails) > 100:
                 return errors(400, "emails must be a list of 1 to 100 addresses", "emails")
+            if any(not isinstance(e, str) or (e and "@" not in e) for e in emails):
+                return errors(400, "invalid email address", "emails")
             result, found = {}, False
-            for e in emails:
-                hit = [c for c in self.records if c["email"] == str(e).lower()]
+            for e in (e for e in emails if e):
+                hit = [c for c in self.records
+                       if e.lower() in [c["email"]] + c.get("alternate_emails", [])]
                 if hit:
                     result[e] = {"contact": hit[0]}
                     found = True
