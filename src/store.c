@@ -7,6 +7,11 @@
  * live in the SQL functions of src/sql/70_forwarding.sql; this file only
  * moves rows between them and the C structs the HTTP client works on.
  *
+ * Every function and operator in these statements is schema-qualified, so
+ * that no search_path changes what they run; the worker pins search_path
+ * as well (src/worker.c), and dispatch() runs under the pinned path of its
+ * SQL definition (docs/security.md, "Name resolution").
+ *
  * src/store.c
  *
  *-------------------------------------------------------------------------

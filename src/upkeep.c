@@ -28,9 +28,9 @@
 static DelqStatement alerts_stmt =
 {"SELECT delq.check_deadlines($1)", 1, {INT4OID}};
 static DelqStatement redact_stmt =
-{"SELECT least(delq.redact(), $1)::int", 1, {INT8OID}};
+{"SELECT pg_catalog.int4(least(delq.redact(), $1))", 1, {INT8OID}};
 static DelqStatement checkpoint_stmt =
-{"SELECT count(*)::int FROM delq.ledger_checkpoint('1 hour')", 0, {InvalidOid}};
+{"SELECT pg_catalog.int4(pg_catalog.count(*)) FROM delq.ledger_checkpoint('1 hour')", 0, {InvalidOid}};
 
 typedef int (*DelqUpkeep) (void);
 

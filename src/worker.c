@@ -496,6 +496,14 @@ delq_worker_main(Datum arg)
 										 0);
 	pgstat_report_appname("delq worker");
 
+	/*
+	 * The worker runs as a superuser (or the extension's owner): no
+	 * ALTER DATABASE or ALTER ROLE ... SET search_path may decide what the
+	 * names in its queries mean (issue 9; docs/security.md).  An override
+	 * outranks every other source, a reload of the configuration included.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
 	wait_for_schema();
 
 	begin_step("delq: requeueing deliveries of a previous worker");
