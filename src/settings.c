@@ -32,6 +32,7 @@ int			delq_max_in_flight = 256;
 int			delq_idle_timeout_ms = 10000;
 int			delq_breaker_threshold = 10;
 int			delq_breaker_cooldown_s = 60;
+int			delq_breaker_max_cooldown_s = 3600;
 char	   *delq_ca_file = NULL;
 int			delq_warn_before_s = 7 * 24 * 3600;
 int			delq_subject_retention_s = 30 * 24 * 3600;
@@ -163,6 +164,15 @@ delq_define_settings(void)
 							NULL,
 							&delq_breaker_cooldown_s,
 							60, 1, 24 * 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("delq.breaker_max_cooldown",
+							"Longest an open circuit breaker waits before a probe, however many probes failed.",
+							NULL,
+							&delq_breaker_max_cooldown_s,
+							3600, 1, 24 * 3600,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);

@@ -137,6 +137,7 @@ AS $$
 DECLARE
     r delq.pending := delq._request(id, true);
     n integer;
+    dests text[];
 BEGIN
     IF r.status <> 'failed' THEN
         PERFORM delq._wrong_state(r.id, r.status, 'Only failed requests can be retried.');
@@ -165,11 +166,14 @@ BEGIN
          WHERE d.request_id = r.id AND d.state = 'failed'
            AND (retry.destination IS NULL OR d.destination = retry.destination)
         RETURNING d.destination, d.attempts
+    ), logged AS (
+        INSERT INTO delq.event AS e (kind, request_id, destination, detail)
+        SELECT 'retried', r.id, q.destination, jsonb_build_object('attempts_so_far', q.attempts)
+          FROM requeued q
+         ORDER BY q.destination
+        RETURNING e.destination AS dest
     )
-    INSERT INTO delq.event (kind, request_id, destination, detail)
-    SELECT 'retried', r.id, q.destination, jsonb_build_object('attempts_so_far', q.attempts)
-      FROM requeued q;
-    GET DIAGNOSTICS n = ROW_COUNT;
+    SELECT count(*), array_agg(l.dest ORDER BY l.dest) INTO n, dests FROM logged l;
     IF n = 0 THEN
         RAISE EXCEPTION 'request % has no failed delivery%', r.id,
                         coalesce(' to ' || destination, '')
@@ -177,6 +181,8 @@ BEGIN
                   HINT = 'Only failed deliveries can be retried; see delq.needs_attention.';
     END IF;
     PERFORM delq._refresh_status(ARRAY[r.id]);
+    -- an open breaker lets the retried deliveries through at once
+    PERFORM delq._breaker_reset(x, 'retry', false, false) FROM unnest(dests) x;
     PERFORM delq._wake_on_commit();
     RETURN n;
 END

@@ -174,6 +174,7 @@ DECLARE
     old delq.destination := delq._destination(name, true);
     d delq.destination;
     changed text[];
+    fixes text[];
 BEGIN
     d := delq._merge_destination(old, url, headers, secret, timeout, connect_timeout,
                                  max_attempts, concurrency, confirm, retry_base, retry_max,
@@ -191,11 +192,22 @@ BEGIN
         retry_max_ms = d.retry_max_ms, enabled = d.enabled, ca_file = d.ca_file,
         client_cert = d.client_cert, client_key = d.client_key, updated_at = d.updated_at
      WHERE t.name = d.name;
+    -- What an operator changes to fix a destination, and enabling it, is
+    -- tried at once: an open breaker lets a probe through and the queue is
+    -- due now (75_breaker.sql).  Before this function's own event: one lock
+    -- order with the worker.
+    fixes := ARRAY(SELECT c FROM unnest(changed) c
+                    WHERE c IN ('url', 'headers', 'secret', 'ca_file', 'client_cert', 'client_key')
+                    ORDER BY c);
+    IF d.enabled AND (cardinality(fixes) > 0 OR enabled) THEN
+        PERFORM delq._breaker_reset(d.name,
+                                    CASE WHEN cardinality(fixes) > 0
+                                         THEN array_to_string(fixes, ', ') || ' changed'
+                                         ELSE 'enabled' END,
+                                    false, true);
+    END IF;
     PERFORM delq._log('destination_altered', NULL, d.name,
                       jsonb_build_object('changed', coalesce(changed, '{}')));
-    IF enabled THEN
-        PERFORM delq._wake_on_commit();
-    END IF;
 END
 $$;
 

@@ -14,6 +14,10 @@ CREATE TABLE IF NOT EXISTS delq.destination_state (
     last_failure_at timestamptz,
     last_failure text
 );
+-- the breaker's probe in flight (only its failure reopens the breaker) and
+-- when the breaker last opened (src/sql/75_breaker.sql)
+ALTER TABLE delq.destination_state ADD COLUMN IF NOT EXISTS probe_id bigint;
+ALTER TABLE delq.destination_state ADD COLUMN IF NOT EXISTS breaker_opened_at timestamptz;
 
 SELECT pg_catalog.pg_extension_config_dump('delq.destination_state', '');
 
@@ -62,9 +66,7 @@ BEGIN
     ids := ARRAY(
         SELECT c.id
           FROM (SELECT d.name,
-                       CASE WHEN s.breaker_until IS NULL THEN d.concurrency
-                            WHEN s.breaker_until <= now() THEN 1
-                            ELSE 0 END
+                       delq._breaker_room(d.concurrency, s.breaker_until, now())
                        - (SELECT count(*) FROM delq.delivery x
                            WHERE x.destination = d.name AND x.state = 'sending')::integer AS free
                   FROM delq.destination d
@@ -109,6 +111,10 @@ BEGIN
       JOIN delq.destination t ON t.name = c.destination
       JOIN delq.pending p ON p.id = c.request_id
      ORDER BY c.due_at, c.next_attempt_at;
+
+    -- after the request chains' events: one lock order (request chains, then
+    -- destination chains) for every transaction that writes both
+    PERFORM delq._breaker_probes(ids);
 END
 $$;
 
@@ -129,8 +135,6 @@ DECLARE
     base_ms double precision := extract(epoch FROM current_setting('delq.retry_base')::interval) * 1000;
     max_ms double precision := extract(epoch FROM current_setting('delq.retry_max')::interval) * 1000;
     default_attempts integer := current_setting('delq.max_attempts')::integer;
-    threshold integer := current_setting('delq.breaker_threshold')::integer;
-    cooldown interval := current_setting('delq.breaker_cooldown')::interval;
     touched uuid[];
 BEGIN
     -- Lock order: request, then its deliveries, as reject() and confirm()
@@ -199,50 +203,12 @@ BEGIN
     )
     SELECT array_agg(DISTINCT request_id) INTO touched FROM logged;
 
-    -- destination health and the circuit breaker
-    INSERT INTO delq.destination_state AS s (name, consecutive_failures, breaker_until,
-                                             breaker_opens, last_success_at,
-                                             last_failure_at, last_failure)
-    SELECT g.destination, g.failures_after, g.open_until,
-           CASE WHEN g.open_until IS NOT NULL THEN 1 ELSE 0 END,
-           g.last_success_at, g.last_failure_at, g.last_failure
-      FROM (
-        SELECT dl.destination,
-               CASE WHEN bool_or(delq._delivery_done(o.outcome)) THEN 0 ELSE count(*) END AS failures_after,
-               CASE WHEN NOT bool_or(delq._delivery_done(o.outcome))
-                         AND (bool_or(o.gone) OR count(*) >= threshold)
-                    THEN now() + cooldown END AS open_until,
-               CASE WHEN bool_or(delq._delivery_done(o.outcome)) THEN now() END AS last_success_at,
-               CASE WHEN bool_or(NOT delq._delivery_done(o.outcome)) THEN now() END AS last_failure_at,
-               (array_agg(CASE WHEN o.error LIKE 'HTTP %' THEN split_part(o.error, ':', 1) ELSE o.error END
-                          ORDER BY o.id DESC) FILTER (WHERE NOT delq._delivery_done(o.outcome)))[1] AS last_failure
-          FROM unnest(ids, outcomes, errors, gone) AS o(id, outcome, error, gone)
-          JOIN delq.delivery dl ON dl.id = o.id
-         WHERE dl.id = ANY (ids)
-         GROUP BY dl.destination
-      ) g
-    ON CONFLICT (name) DO UPDATE SET
-        consecutive_failures = CASE WHEN excluded.last_success_at IS NOT NULL THEN 0
-                                    ELSE s.consecutive_failures + excluded.consecutive_failures END,
-        breaker_until = CASE
-            WHEN excluded.last_success_at IS NOT NULL THEN NULL
-            WHEN excluded.breaker_until IS NOT NULL
-                 OR s.consecutive_failures + excluded.consecutive_failures >= threshold
-            THEN now() + cooldown * power(2, least(s.breaker_opens, 10))
-            ELSE s.breaker_until END,
-        breaker_opens = CASE
-            WHEN excluded.last_success_at IS NOT NULL THEN 0
-            WHEN excluded.breaker_until IS NOT NULL
-                 OR s.consecutive_failures + excluded.consecutive_failures >= threshold
-            THEN s.breaker_opens + 1
-            ELSE s.breaker_opens END,
-        last_success_at = coalesce(excluded.last_success_at, s.last_success_at),
-        last_failure_at = coalesce(excluded.last_failure_at, s.last_failure_at),
-        last_failure = coalesce(excluded.last_failure, s.last_failure);
-
     IF touched IS NOT NULL THEN
         PERFORM delq._refresh_status(touched, 'delq');
     END IF;
+    -- destination health and the circuit breaker (75_breaker.sql), after
+    -- the request chains' events, as in _claim
+    PERFORM delq._breaker_record(ids, outcomes, errors, gone);
     RETURN coalesce(array_length(ids, 1), 0);
 END
 $$;
@@ -296,7 +262,7 @@ BEGIN
              WHERE d.enabled
                AND (SELECT count(*) FROM delq.delivery x
                      WHERE x.destination = d.name AND x.state = 'sending')
-                   < CASE WHEN s.breaker_until IS NULL THEN d.concurrency ELSE 1 END
+                   < delq._breaker_room(d.concurrency, s.breaker_until, 'infinity')
             UNION ALL
             -- the first hold to end, from pending_held_idx in hold_until
             -- order (min() let a plan made on small tables read every open
