@@ -28,7 +28,7 @@ CREATE FUNCTION pg_temp.record(request uuid, dest text, outcome text, status int
 RETURNS integer
 LANGUAGE sql AS $$
     SELECT delq._record(ARRAY[pg_temp.send(request, dest)], ARRAY[outcome], ARRAY[status],
-                        ARRAY[''], ARRAY[-1], ARRAY[false]);
+                        ARRAY[''], ARRAY[''], ARRAY[-1], ARRAY[false]);
 $$;
 
 --
@@ -57,7 +57,7 @@ SELECT regress.bad(format('SELECT delq.reject(%L, %L)', :'r1', 'too late'));
 
 -- An answer that arrives for a delivery no longer 'sending' changes nothing.
 SELECT delq._record(ARRAY[(SELECT id FROM delq.delivery WHERE request_id = :'r1' AND destination = 't40_a')],
-                    ARRAY['failed'], ARRAY[500], ARRAY['HTTP 500'], ARRAY[-1], ARRAY[false]);
+                    ARRAY['failed'], ARRAY[500], ARRAY['HTTP 500'], ARRAY['HTTP 500'], ARRAY[-1], ARRAY[false]);
 SELECT state FROM delq.delivery WHERE request_id = :'r1' AND destination = 't40_a';
 
 --

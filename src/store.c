@@ -45,8 +45,10 @@ typedef enum DelqPlan
 
 static DelqStatement statements[PLAN_COUNT] = {
 	[PLAN_CLAIM] = {"SELECT * FROM delq._claim($1)", 1, {INT4OID}},
-	[PLAN_RECORD] = {"SELECT delq._record($1, $2, $3, $4, $5, $6)", 6,
-	{INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, BOOLARRAYOID}},
+	/* the arguments are described next to delq._record (70_forwarding.sql) */
+	[PLAN_RECORD] = {"SELECT delq._record($1, $2, $3, $4, $5, $6, $7)", 7,
+	{INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	INT4ARRAYOID, BOOLARRAYOID}},
 	[PLAN_REQUEUE] = {"SELECT delq._requeue_stale($1)", 1, {BOOLOID}},
 	[PLAN_RELEASE] = {"SELECT delq._release_held($1)", 1, {INT4OID}},
 	[PLAN_NEXT_DUE] = {"SELECT delq._next_due()", 0, {InvalidOid}},
@@ -97,13 +99,66 @@ delq_store_run_int(DelqStatement *stmt, Datum arg)
 	return result;
 }
 
-/* Column i (1-based) of the current claim row as a string in cxt, or NULL. */
+/* The columns of delq._claim() that C reads, found by name. */
+typedef struct ClaimColumns
+{
+	int			delivery_id;
+	int			webhook_id;
+	int			url;
+	int			headers;
+	int			secret;
+	int			timeout_ms;
+	int			connect_timeout_ms;
+	int			ca_file;
+	int			client_cert;
+	int			client_key;
+	int			body;
+} ClaimColumns;
+
+/* The number of the result column called name; an error if it is missing. */
+static int
+column(TupleDesc desc, const char *name)
+{
+	int			col = SPI_fnumber(desc, name);
+
+	if (col <= 0)
+		elog(ERROR, "delq: delq._claim() returns no column \"%s\"", name);
+	return col;
+}
+
+static void
+claim_columns(TupleDesc desc, ClaimColumns *c)
+{
+	c->delivery_id = column(desc, "delivery_id");
+	c->webhook_id = column(desc, "webhook_id");
+	c->url = column(desc, "url");
+	c->headers = column(desc, "headers");
+	c->secret = column(desc, "secret");
+	c->timeout_ms = column(desc, "timeout_ms");
+	c->connect_timeout_ms = column(desc, "connect_timeout_ms");
+	c->ca_file = column(desc, "ca_file");
+	c->client_cert = column(desc, "client_cert");
+	c->client_key = column(desc, "client_key");
+	c->body = column(desc, "body");
+}
+
+/* Column col of the current claim row as a string in cxt, or NULL. */
 static char *
 claim_text(HeapTuple tuple, TupleDesc desc, int col, MemoryContext cxt)
 {
 	char	   *value = SPI_getvalue(tuple, desc, col);
 
 	return value ? MemoryContextStrdup(cxt, value) : NULL;
+}
+
+/* Column col of the current claim row as an int4 (0 when NULL). */
+static int32
+claim_int(HeapTuple tuple, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tuple, desc, col, &isnull);
+
+	return isnull ? 0 : DatumGetInt32(d);
 }
 
 /* The headers column (text[]) as a char** in cxt. */
@@ -135,12 +190,15 @@ int
 delq_store_claim(int max_rows, MemoryContext parent, DelqTransfer ***transfers)
 {
 	Datum		arg = Int32GetDatum(max_rows);
+	ClaimColumns c;
 	uint64		n;
 
 	SPI_connect();
 	run_plan(PLAN_CLAIM, &arg, SPI_OK_SELECT);
 	n = SPI_processed;
 	*transfers = n ? MemoryContextAlloc(parent, sizeof(DelqTransfer *) * n) : NULL;
+	if (n > 0)
+		claim_columns(SPI_tuptable->tupdesc, &c);
 
 	for (uint64 i = 0; i < n; i++)
 	{
@@ -151,18 +209,17 @@ delq_store_claim(int max_rows, MemoryContext parent, DelqTransfer ***transfers)
 		DelqTransfer *t = MemoryContextAllocZero(cxt, sizeof(DelqTransfer));
 		bool		isnull;
 
-		/* columns as delq._claim() returns them */
-		t->delivery_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		t->webhook_id = claim_text(tup, desc, 4, cxt);
-		t->req.url = claim_text(tup, desc, 5, cxt);
-		claim_headers(tup, desc, 6, cxt, t);
-		t->secret = claim_text(tup, desc, 7, cxt);
-		t->req.timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
-		t->req.connect_timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
-		t->req.ca_file = claim_text(tup, desc, 10, cxt);
-		t->req.client_cert = claim_text(tup, desc, 11, cxt);
-		t->req.client_key = claim_text(tup, desc, 12, cxt);
-		t->body = claim_text(tup, desc, 13, cxt);
+		t->delivery_id = DatumGetInt64(SPI_getbinval(tup, desc, c.delivery_id, &isnull));
+		t->webhook_id = claim_text(tup, desc, c.webhook_id, cxt);
+		t->req.url = claim_text(tup, desc, c.url, cxt);
+		claim_headers(tup, desc, c.headers, cxt, t);
+		t->secret = claim_text(tup, desc, c.secret, cxt);
+		t->req.timeout_ms = claim_int(tup, desc, c.timeout_ms);
+		t->req.connect_timeout_ms = claim_int(tup, desc, c.connect_timeout_ms);
+		t->req.ca_file = claim_text(tup, desc, c.ca_file, cxt);
+		t->req.client_cert = claim_text(tup, desc, c.client_cert, cxt);
+		t->req.client_key = claim_text(tup, desc, c.client_key, cxt);
+		t->body = claim_text(tup, desc, c.body, cxt);
 		t->user = cxt;
 		t->retry_after_s = -1;
 		(*transfers)[i] = t;
@@ -191,16 +248,18 @@ delq_store_record(DelqTransfer **done, int n)
 	Datum	   *ids = palloc(sizeof(Datum) * n);
 	Datum	   *outcomes = palloc(sizeof(Datum) * n);
 	Datum	   *statuses = palloc(sizeof(Datum) * n);
+	Datum	   *classes = palloc(sizeof(Datum) * n);
 	Datum	   *errors = palloc(sizeof(Datum) * n);
 	Datum	   *retry_after = palloc(sizeof(Datum) * n);
 	Datum	   *gone = palloc(sizeof(Datum) * n);
-	Datum		args[6];
+	Datum		args[7];
 
 	for (int i = 0; i < n; i++)
 	{
 		ids[i] = Int64GetDatum(done[i]->delivery_id);
 		outcomes[i] = CStringGetTextDatum(outcome_name(done[i]->outcome));
 		statuses[i] = Int32GetDatum(done[i]->http_status);
+		classes[i] = CStringGetTextDatum(done[i]->error_class);
 		errors[i] = CStringGetTextDatum(done[i]->error);
 		retry_after[i] = Int32GetDatum(done[i]->retry_after_s);
 		gone[i] = BoolGetDatum(done[i]->gone);
@@ -208,9 +267,10 @@ delq_store_record(DelqTransfer **done, int n)
 	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	args[1] = PointerGetDatum(construct_array(outcomes, n, TEXTOID, -1, false, TYPALIGN_INT));
 	args[2] = PointerGetDatum(construct_array(statuses, n, INT4OID, 4, true, TYPALIGN_INT));
-	args[3] = PointerGetDatum(construct_array(errors, n, TEXTOID, -1, false, TYPALIGN_INT));
-	args[4] = PointerGetDatum(construct_array(retry_after, n, INT4OID, 4, true, TYPALIGN_INT));
-	args[5] = PointerGetDatum(construct_array(gone, n, BOOLOID, 1, true, TYPALIGN_CHAR));
+	args[3] = PointerGetDatum(construct_array(classes, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[4] = PointerGetDatum(construct_array(errors, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[5] = PointerGetDatum(construct_array(retry_after, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[6] = PointerGetDatum(construct_array(gone, n, BOOLOID, 1, true, TYPALIGN_CHAR));
 
 	SPI_connect();
 	run_plan(PLAN_RECORD, args, SPI_OK_SELECT);

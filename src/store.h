@@ -25,7 +25,7 @@ typedef struct DelqStatement
 {
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[6];
+	Oid			argtypes[8];
 	SPIPlanPtr	plan;			/* NULL until first use */
 } DelqStatement;
 

@@ -141,6 +141,7 @@ delq_webhook_start(DelqHttp *http, DelqTransfer *xfer)
 	xfer->retry_after_s = -1;
 	xfer->gone = false;
 	xfer->error[0] = '\0';
+	xfer->error_class[0] = '\0';
 	delq_http_start(http, &xfer->req);
 }
 
@@ -154,6 +155,7 @@ delq_webhook_finish(DelqHttpRequest *req)
 	xfer->http_status = code;
 	xfer->gone = false;
 	xfer->error[0] = '\0';
+	xfer->error_class[0] = '\0';
 	switch (req->result)
 	{
 		case DELQ_HTTP_PENDING:
@@ -183,12 +185,17 @@ delq_webhook_finish(DelqHttpRequest *req)
 			xfer->gone = (code == 410);
 			if (xfer->outcome != DELQ_OUTCOME_CONFIRMED)
 			{
-				n = snprintf(xfer->error, sizeof(xfer->error), "HTTP %d: ", code);
+				snprintf(xfer->error_class, sizeof(xfer->error_class),
+						 "HTTP %d", code);
+				n = snprintf(xfer->error, sizeof(xfer->error), "%s: ",
+							 xfer->error_class);
 				if (delq_http_safe_text(xfer->error + n, sizeof(xfer->error) - n,
 										req->response, req->response_len) == 0)
 					xfer->error[n - 2] = '\0';	/* no body: "HTTP 503" */
 			}
-			break;
+			return xfer;
 	}
+	/* no answer body in the error: the class is all of it */
+	strlcpy(xfer->error_class, xfer->error, sizeof(xfer->error_class));
 	return xfer;
 }

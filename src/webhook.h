@@ -46,9 +46,10 @@ typedef struct DelqTransfer
 	int			http_status;	/* 0 when no HTTP answer arrived */
 	int			retry_after_s;	/* Retry-After in seconds from now; -1 absent */
 	bool		gone;			/* 410 Gone: opens the circuit breaker */
-	char		error[DELQ_RESPONSE_EXCERPT + 64];	/* curl error text or
-													 * body excerpt; "" if
-													 * none */
+	/* what went wrong, without the answer's body: "HTTP 503", curl's text */
+	char		error_class[DELQ_RESPONSE_EXCERPT + 64];
+	/* error_class, then ": " and the body's first bytes if it had one */
+	char		error[DELQ_RESPONSE_EXCERPT + 64];
 
 	/* --- private to webhook.c --- */
 	char		excerpt[DELQ_RESPONSE_EXCERPT];

@@ -118,14 +118,28 @@ BEGIN
 END
 $$;
 
--- Record a batch of outcomes ('confirmed', 'not_held', 'retry', 'failed'),
--- one per delivery id, with HTTP status, error text, Retry-After seconds (-1: none)
--- and whether the answer was 410 Gone.  'not_held' (the system holds no
--- data on the subject) completes the delivery as 'confirmed' does, also in
--- callback mode: there is nothing to wait for.  Only rows still 'sending' change:
--- a delivery confirmed by callback or cancelled meanwhile stays as it is.
+-- Record a batch of outcomes: each delivery's new state, its event, the
+-- request's status, then the destinations' health and circuit breaker
+-- (_breaker_record, 75_breaker.sql).  Only rows still 'sending' change: a
+-- delivery confirmed by callback or cancelled meanwhile stays as it is.
+--
+-- The C-to-SQL contract (src/store.c, delq_store_record; the values come
+-- from src/webhook.c, delq_webhook_finish), one element per delivery:
+--   outcomes       'confirmed', 'not_held', 'retry' or 'failed'.  'not_held'
+--                  (the system holds no data on the subject) completes the
+--                  delivery as 'confirmed' does, also in callback mode:
+--                  there is nothing to wait for.
+--   statuses       the HTTP status, 0 when no answer came
+--   error_classes  what went wrong without the answer's body ('HTTP 503',
+--                  curl's message), '' when nothing: events and health keep
+--                  only this, as an answer's body may quote personal data
+--   errors         the error class and the body's first bytes
+--                  ('HTTP 503: busy'), '' when nothing: delivery.last_error
+--   retry_after    Retry-After in seconds, -1 when absent
+--   gone           whether the answer was 410 Gone
 CREATE OR REPLACE FUNCTION delq._record(ids bigint[], outcomes text[], statuses integer[],
-                             errors text[], retry_after integer[], gone boolean[])
+                             error_classes text[], errors text[], retry_after integer[],
+                             gone boolean[])
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -147,16 +161,13 @@ BEGIN
     WITH o AS (
         SELECT dl.id, dl.request_id, dl.destination, dl.attempts, dl.attempts_base,
                o.outcome, nullif(o.status, 0) AS status, nullif(o.error, '') AS error,
-               -- what events and health keep: never the answer's body, which
-               -- may quote personal data
-               CASE WHEN o.error LIKE 'HTTP %' THEN split_part(o.error, ':', 1)
-                    ELSE nullif(o.error, '') END AS error_class,
+               nullif(o.error_class, '') AS error_class,
                o.retry_after, t.confirm,
                coalesce(t.max_attempts, default_attempts) AS max_attempts,
                coalesce(t.retry_base_ms, base_ms) AS base_ms,
                coalesce(t.retry_max_ms, max_ms) AS max_ms
-          FROM unnest(ids, outcomes, statuses, errors, retry_after, gone)
-               AS o(id, outcome, status, error, retry_after, gone)
+          FROM unnest(ids, outcomes, statuses, error_classes, errors, retry_after)
+               AS o(id, outcome, status, error_class, error, retry_after)
           JOIN delq.delivery dl ON dl.id = o.id
           JOIN delq.destination t ON t.name = dl.destination
          WHERE dl.id = ANY (ids) AND dl.state = 'sending'
@@ -208,7 +219,7 @@ BEGIN
     END IF;
     -- destination health and the circuit breaker (75_breaker.sql), after
     -- the request chains' events, as in _claim
-    PERFORM delq._breaker_record(ids, outcomes, errors, gone);
+    PERFORM delq._breaker_record(ids, outcomes, error_classes, gone);
     RETURN coalesce(array_length(ids, 1), 0);
 END
 $$;

@@ -59,8 +59,8 @@ $$;
 -- Health and breaker after a batch of outcomes (from delq._record(), after
 -- the requests' events).  Destinations dropped meanwhile are left out: their
 -- answers are ignored (docs/sql-api.md, drop_destination).
-CREATE OR REPLACE FUNCTION delq._breaker_record(ids bigint[], outcomes text[], errors text[],
-                                                gone boolean[])
+CREATE OR REPLACE FUNCTION delq._breaker_record(ids bigint[], outcomes text[],
+                                                error_classes text[], gone boolean[])
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -77,11 +77,10 @@ BEGIN
                count(*) FILTER (WHERE NOT delq._delivery_done(o.outcome))::integer AS failures,
                coalesce(bool_or(o.gone AND NOT delq._delivery_done(o.outcome)), false) AS gone,
                array_agg(o.id) FILTER (WHERE NOT delq._delivery_done(o.outcome)) AS failed_ids,
-               -- never the answer's body, which may quote personal data
-               (array_agg(CASE WHEN o.error LIKE 'HTTP %' THEN split_part(o.error, ':', 1)
-                               ELSE o.error END
-                          ORDER BY o.id DESC) FILTER (WHERE NOT delq._delivery_done(o.outcome)))[1] AS last_failure
-          FROM unnest(ids, outcomes, errors, gone) AS o(id, outcome, error, gone)
+               -- the class, never the answer's body (_record, 70_forwarding.sql)
+               (array_agg(o.error_class ORDER BY o.id DESC)
+                    FILTER (WHERE NOT delq._delivery_done(o.outcome)))[1] AS last_failure
+          FROM unnest(ids, outcomes, error_classes, gone) AS o(id, outcome, error_class, gone)
           JOIN delq.delivery dl ON dl.id = o.id
           JOIN delq.destination d ON d.name = dl.destination
          GROUP BY dl.destination

@@ -156,7 +156,7 @@ UPDATE delq.delivery SET state = 'sending', attempts = attempts + 1,
 SELECT lives_ok($$SELECT delq._record(
                       ARRAY[(SELECT id FROM delq.delivery
                               WHERE request_id = (SELECT id FROM ids WHERE name = 'echoed'))],
-                      ARRAY['failed'], ARRAY[404],
+                      ARRAY['failed'], ARRAY[404], ARRAY['HTTP 404'],
                       ARRAY['HTTP 404: {"error": "no customer pd-marker-10@example.org"}'],
                       ARRAY[-1], ARRAY[false])$$,
                 'the worker records the answer "HTTP 404" with the body that echoes the subject');

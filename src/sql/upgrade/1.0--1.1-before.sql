@@ -25,3 +25,7 @@ $$;
 
 -- 1.1 adds the delivery state 'not_held' (10_tables.sql puts the check back).
 ALTER TABLE delq.delivery DROP CONSTRAINT IF EXISTS delivery_state_check;
+
+-- 1.1 passes the error class apart from the error text (src/store.c); the
+-- body creates the new signature.
+DROP FUNCTION IF EXISTS delq._record(bigint[], text[], integer[], text[], integer[], boolean[]);
