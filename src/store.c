@@ -19,6 +19,7 @@
 #include "postgres.h"
 
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -29,6 +30,7 @@
 #include "utils/memutils.h"
 #include "utils/plancache.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "store.h"
@@ -242,8 +244,8 @@ outcome_name(DelqTransferOutcome outcome)
 	}
 }
 
-void
-delq_store_record(DelqTransfer **done, int n)
+static void
+record_batch(DelqTransfer **done, int n)
 {
 	Datum	   *ids = palloc(sizeof(Datum) * n);
 	Datum	   *outcomes = palloc(sizeof(Datum) * n);
@@ -275,6 +277,67 @@ delq_store_record(DelqTransfer **done, int n)
 	SPI_connect();
 	run_plan(PLAN_RECORD, args, SPI_OK_SELECT);
 	SPI_finish();
+}
+
+/*
+ * Record n outcomes in a subtransaction of their own.  False if that
+ * failed: the error is logged as a WARNING when it concerned one delivery,
+ * and nothing of it stays written.  A cancel or shutdown is not swallowed.
+ */
+static bool
+record_in_subxact(DelqTransfer **done, int n)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	bool		ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		record_batch(done, n);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION)
+			ReThrowError(edata);
+		if (n == 1)
+			ereport(WARNING,
+					(errmsg("delq could not record the outcome of delivery %lld: %s",
+							(long long) done[0]->delivery_id, edata->message),
+					 errdetail("Its other outcomes were recorded."),
+					 errhint("The delivery stays in flight until its lease expires; then it is sent again.")));
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return ok;
+}
+
+/*
+ * Record a batch at once; if any of it fails, one by one, so that a single
+ * outcome that cannot be recorded costs only itself (its delivery is sent
+ * again after its lease), never the batch.
+ */
+void
+delq_store_record(DelqTransfer **done, int n)
+{
+	if (record_in_subxact(done, n))
+		return;
+	for (int i = 0; i < n; i++)
+		(void) record_in_subxact(&done[i], 1);
 }
 
 int
