@@ -28,14 +28,16 @@ OBJS = \
 	src/hmac.o \
 	src/ledger.o \
 	src/guard.o \
-	src/version.o
+	src/version.o \
+	src/ingress.o \
+	src/api.o
 
 # The library's version is the extension's default_version (src/version.c).
 DELQ_VERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'.*/\1/p" $(srcdir)/delq.control)
 PG_CPPFLAGS = -I$(srcdir)/src -DDELQ_VERSION='"$(DELQ_VERSION)"'
-SHLIB_LINK = -lcurl
+SHLIB_LINK = -lcurl -lmicrohttpd
 EXTENSION = delq
-DATA = delq--1.0.sql
+DATA = delq--1.0.sql src/delq-openapi.json
 DATA_built = delq--1.1.sql delq--1.0--1.1.sql
 
 SQL_PARTS = $(sort $(wildcard $(srcdir)/src/sql/*.sql))

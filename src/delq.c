@@ -16,6 +16,7 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 
+#include "ingress.h"
 #include "settings.h"
 #include "wake.h"
 #include "worker.h"
@@ -63,6 +64,9 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = delq_shmem_startup;
 	delq_worker_register();
+	/* the HTTP server exists only when asked for (docs/http-api.md) */
+	if (delq_http_listen[0] != '\0')
+		delq_ingress_register();
 }
 
 PG_FUNCTION_INFO_V1(delq_load);

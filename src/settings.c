@@ -38,6 +38,85 @@ int			delq_warn_before_s = 7 * 24 * 3600;
 int			delq_subject_retention_s = 30 * 24 * 3600;
 char	   *delq_redact_attributes = NULL;
 static char *delq_library_version = NULL;
+char	   *delq_http_listen = NULL;
+char	   *delq_http_tls_cert = NULL;
+char	   *delq_http_tls_key = NULL;
+char	   *delq_http_public_url = NULL;
+int			delq_http_max_body = 64 * 1024;
+int			delq_http_max_connections = 64;
+int			delq_http_request_timeout_ms = 10000;
+
+/*
+ * The HTTP ingress (docs/http-api.md).  Its server reads these at start,
+ * like the worker's, except delq.http_public_url, which the forwarding
+ * SQL reads when it builds a webhook body.
+ */
+static void
+delq_define_http_settings(GucContext worker_context)
+{
+	DefineCustomStringVariable("delq.http_listen",
+							   "Address (host:port) of the HTTP API; empty starts no HTTP server.",
+							   NULL,
+							   &delq_http_listen,
+							   "",
+							   worker_context,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("delq.http_tls_cert",
+							   "PEM certificate (chain) of the HTTP API; with delq.http_tls_key it serves HTTPS.",
+							   NULL,
+							   &delq_http_tls_cert,
+							   "",
+							   worker_context,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("delq.http_tls_key",
+							   "PEM private key of the HTTP API's certificate.",
+							   NULL,
+							   &delq_http_tls_key,
+							   "",
+							   worker_context,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("delq.http_public_url",
+							   "Base URL at which destinations reach the HTTP API, for the confirm_url of callback deliveries.",
+							   NULL,
+							   &delq_http_public_url,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("delq.http_max_body",
+							"Largest request body the HTTP API accepts.",
+							NULL,
+							&delq_http_max_body,
+							64 * 1024, 1024, 16 * 1024 * 1024,
+							worker_context,
+							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("delq.http_max_connections",
+							"Open HTTP connections beyond which requests are answered 503.",
+							NULL,
+							&delq_http_max_connections,
+							64, 1, 250,
+							worker_context,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("delq.http_request_timeout",
+							"Time a client has to send a whole request (headers and body); slower connections are closed.",
+							NULL,
+							&delq_http_request_timeout_ms,
+							10000, 100, 600 * 1000,
+							worker_context,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+}
 
 void
 delq_define_settings(void)
@@ -226,6 +305,8 @@ delq_define_settings(void)
 							   PGC_INTERNAL,
 							   GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
 							   NULL, NULL, NULL);
+
+	delq_define_http_settings(worker_context);
 
 	MarkGUCPrefixReserved("delq");
 }

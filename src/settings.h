@@ -28,6 +28,13 @@ extern char *delq_ca_file;
 extern int	delq_warn_before_s;
 extern int	delq_subject_retention_s;
 extern char *delq_redact_attributes;
+extern char *delq_http_listen;
+extern char *delq_http_tls_cert;
+extern char *delq_http_tls_key;
+extern char *delq_http_public_url;
+extern int	delq_http_max_body;
+extern int	delq_http_max_connections;
+extern int	delq_http_request_timeout_ms;
 
 extern void delq_define_settings(void);
 

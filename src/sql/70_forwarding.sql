@@ -31,7 +31,7 @@ CREATE INDEX IF NOT EXISTS delivery_next_attempt_idx ON delq.delivery (destinati
 CREATE OR REPLACE FUNCTION delq._webhook_body(r delq.pending, webhook_id text, confirm text)
 RETURNS text
 LANGUAGE sql STABLE
-RETURN pg_catalog.jsonb_build_object(
+RETURN (pg_catalog.jsonb_build_object(
         'type', 'erasure.requested',
         'id', webhook_id,
         'request_id', r.id,
@@ -42,7 +42,13 @@ RETURN pg_catalog.jsonb_build_object(
         'external_id', r.external_id,
         'submitted_at', r.submitted_at,
         'due_at', r.due_at,
-        'confirmation', confirm)::text;
+        'confirmation', confirm)
+    -- callback mode: the link that confirms this delivery over HTTP
+    -- (src/sql/69_confirm_link.sql), while delq.http_public_url is set
+    OPERATOR(pg_catalog.||) CASE WHEN confirm OPERATOR(pg_catalog.=) 'callback'
+        THEN pg_catalog.jsonb_strip_nulls(
+                 pg_catalog.jsonb_build_object('confirm_url', delq._confirm_url(webhook_id)))
+        ELSE '{}'::jsonb END)::text;
 
 -- Claim up to max_rows due deliveries, earliest deadline first, keeping
 -- each destination under its concurrency cap and holding back destinations

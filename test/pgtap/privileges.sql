@@ -45,7 +45,13 @@ INSERT INTO fn_spec VALUES
     ('add_route', 3), ('drop_route', 3),
     ('extend', 2), ('check_deadlines', 2), ('receipt', 2), ('verify_receipt', 2),
     ('report', 2), ('was_erased', 2), ('guard', 2), ('redact', 2),
-    ('ledger_checkpoint', 2), ('verify_ledger', 2);
+    ('ledger_checkpoint', 2), ('verify_ledger', 2),
+    -- HTTP ingress (src/sql/88_http.sql)
+    ('http_body', 1), ('http_member', 1), ('http_request', 1), ('http_created', 1),
+    ('http_submit', 1), ('http_list', 1),
+    ('http_approve', 2), ('http_reject', 2), ('http_extend', 2), ('http_receipt', 2),
+    ('status_page', 2), ('html', 2), ('html_table', 2), ('metrics', 2),
+    ('add_api_token', 3), ('drop_api_token', 3), ('add_hook', 3), ('drop_hook', 3);
 
 -- The least level that may SELECT each table or view.  Nobody may write
 -- any of them, and nobody may use the sequences.
@@ -57,6 +63,7 @@ INSERT INTO rel_spec VALUES
     ('destination_health', 2), ('destination_state', 2),
     ('at_risk', 2), ('deadline_alert', 2), ('ledger_head', 2), ('ledger_checkpoint', 2),
     ('ledger_checkpoint_head', 2),
+    ('hooks', 2), ('api_tokens', 3),
     ('destination', 3), ('key', 3);
 
 -- Every function and relation of the schema, with the level it needs
@@ -290,6 +297,19 @@ SELECT is((SELECT count(*)::integer FROM pg_proc p, aclexplode(p.proacl) x
 SELECT ok((SELECT bool_and(p.proacl IS NOT NULL) FROM pg_proc p
             WHERE p.pronamespace = 'delq'::regnamespace),
           'no function in delq has default privileges (which include EXECUTE for PUBLIC)');
+
+-- delq_metrics (for Prometheus tokens of the HTTP API) reaches
+-- delq.metrics() and nothing else; operators are members of it.
+SELECT ok(has_function_privilege('delq_metrics', 'delq.metrics()', 'EXECUTE'),
+          'delq_metrics may execute delq.metrics()');
+SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
+            WHERE p.pronamespace = 'delq'::regnamespace
+              AND has_function_privilege('delq_metrics', p.oid, 'EXECUTE')),
+          ARRAY['delq.metrics()'], 'delq_metrics may execute nothing else');
+SELECT is((SELECT count(*)::integer FROM pg_class c
+            WHERE c.relnamespace = 'delq'::regnamespace
+              AND has_table_privilege('delq_metrics', c.oid, 'SELECT')), 0,
+          'delq_metrics may read no relation');
 
 SELECT * FROM finish();
 ROLLBACK;
