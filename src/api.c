@@ -104,7 +104,7 @@ static const DelqRoute routes[] = {
 	"SELECT 200, delq._http_confirm($1, $2)::text, NULL", {P_SEGMENT, P_BODY}},
 	{"POST", "/v1/hooks/{}", AUTH_NONE, JSON_TYPE,
 		"SELECT CASE WHEN (r OPERATOR(pg_catalog.->>) 'created')::boolean THEN 201 ELSE 200 END, "
-		"pg_catalog.coalesce(r OPERATOR(pg_catalog.->) 'request', r)::text, "
+		"COALESCE(r OPERATOR(pg_catalog.->) 'request', r)::text, "
 		"'/v1/requests/' OPERATOR(pg_catalog.||) (r OPERATOR(pg_catalog.#>>) '{request,id}') "
 		"FROM delq._hook_receive($1, $2::jsonb, $3) r",
 	{P_SEGMENT, P_HEADERS, P_BODY_BYTES}},

@@ -4,7 +4,8 @@
  *	  The HTTP server worker: GNU libmicrohttpd in its external event loop.
  *
  * Registered only when delq.http_listen is set.  The worker connects to
- * delq.database, waits for CREATE EXTENSION delq, and serves HTTP(S) from
+ * delq.database, waits for CREATE EXTENSION delq (or ALTER EXTENSION
+ * UPDATE to the library's version), and serves HTTP(S) from
  * one thread, its own: libmicrohttpd runs without threads of its own (no
  * MHD_USE_INTERNAL_POLLING_THREAD), its sockets are waited on through a
  * WaitEventSet together with the latch and postmaster death, and
@@ -31,7 +32,6 @@
 #include <microhttpd.h>
 
 #include "access/xact.h"
-#include "commands/extension.h"
 #include "lib/ilist.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -47,6 +47,7 @@
 
 #include "ingress.h"
 #include "settings.h"
+#include "version.h"
 
 #define DELQ_HTTP_LOOK_INTERVAL_MS	2000
 /* Headers of one request, at most (libmicrohttpd answers 431 beyond). */
@@ -506,15 +507,18 @@ serve_once(struct MHD_Daemon *d, MemoryContext loop_cxt)
 	MemoryContextReset(loop_cxt);
 }
 
+/* Whether delq is created in this database at the library's version. */
 static bool
-extension_exists(void)
+schema_current(void)
 {
-	bool		exists;
+	char	   *version;
+	bool		current;
 
 	StartTransactionCommand();
-	exists = OidIsValid(get_extension_oid("delq", true));
+	version = delq_extension_version();
+	current = version != NULL && strcmp(version, DELQ_VERSION) == 0;
 	CommitTransactionCommand();
-	return exists;
+	return current;
 }
 
 /*
@@ -549,7 +553,7 @@ delq_ingress_main(Datum arg)
 	pgstat_report_appname("delq http");
 	session_settings();
 
-	while (!extension_exists())
+	while (!schema_current())
 	{
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 DELQ_HTTP_LOOK_INTERVAL_MS, PG_WAIT_EXTENSION);
