@@ -29,6 +29,7 @@ typedef struct DelqShared
 {
 	slock_t		mutex;
 	Latch	   *worker_latch;	/* NULL while no worker runs */
+	Oid			worker_database;	/* the database it serves */
 } DelqShared;
 
 static DelqShared *delq_shared = NULL;
@@ -54,6 +55,7 @@ delq_wake_shmem_startup(void)
 	{
 		SpinLockInit(&delq_shared->mutex);
 		delq_shared->worker_latch = NULL;
+		delq_shared->worker_database = InvalidOid;
 	}
 }
 
@@ -64,9 +66,11 @@ delq_wake_set_worker_latch(Latch *latch)
 		return;
 	SpinLockAcquire(&delq_shared->mutex);
 	delq_shared->worker_latch = latch;
+	delq_shared->worker_database = latch ? MyDatabaseId : InvalidOid;
 	SpinLockRelease(&delq_shared->mutex);
 }
 
+/* Whether a worker serves this backend's database. */
 bool
 delq_worker_is_running(void)
 {
@@ -75,7 +79,8 @@ delq_worker_is_running(void)
 	if (delq_shared == NULL)
 		return false;
 	SpinLockAcquire(&delq_shared->mutex);
-	running = delq_shared->worker_latch != NULL;
+	running = delq_shared->worker_latch != NULL &&
+		delq_shared->worker_database == MyDatabaseId;
 	SpinLockRelease(&delq_shared->mutex);
 	return running;
 }
@@ -88,7 +93,9 @@ delq_wake_worker(void)
 	if (delq_shared == NULL)
 		return;
 	SpinLockAcquire(&delq_shared->mutex);
-	latch = delq_shared->worker_latch;
+	/* a commit in another database made no work for it */
+	latch = delq_shared->worker_database == MyDatabaseId ?
+		delq_shared->worker_latch : NULL;
 	SpinLockRelease(&delq_shared->mutex);
 	if (latch)
 		SetLatch(latch);
@@ -139,7 +146,8 @@ delq_wake_on_commit(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(delq_worker_running);
 
 /*
- * delq.worker_running(): whether the background worker is up.
+ * delq.worker_running(): whether the background worker is up and serves
+ * the database this is called in (delq.database).
  */
 Datum
 delq_worker_running(PG_FUNCTION_ARGS)
