@@ -87,6 +87,22 @@ CREATE TABLE IF NOT EXISTS delq.destination (
     updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
+-- 1.1: the kind of destination (DESIGN.md "1.1: destinations"): 'webhook'
+-- (delq's signed POST), 'http' (a templated call of the system's own API),
+-- 'sql' (a function in this database, 51_sql_destinations.sql) or 'pull'
+-- (consumers take the work, 52_pull.sql).  Only HTTP kinds have a url.
+ALTER TABLE delq.destination ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'webhook'
+    CHECK (kind IN ('webhook', 'http', 'sql', 'pull'));
+ALTER TABLE delq.destination ALTER COLUMN url DROP NOT NULL;
+-- sql: the function (its regprocedure text, resolved at each call so that
+-- a dump and restore keeps it) and the role it runs as
+ALTER TABLE delq.destination ADD COLUMN IF NOT EXISTS sql_function text;
+ALTER TABLE delq.destination ADD COLUMN IF NOT EXISTS run_as text;
+-- pull: the role whose members take and acknowledge, and for how long a
+-- taken delivery is theirs
+ALTER TABLE delq.destination ADD COLUMN IF NOT EXISTS consumer text;
+ALTER TABLE delq.destination ADD COLUMN IF NOT EXISTS lease_ms bigint;
+
 -- Which requests go where: a request matches when its routing document
 -- (attributes plus "source" and "reason") contains match.
 CREATE TABLE IF NOT EXISTS delq.route (
@@ -124,6 +140,13 @@ CREATE TABLE IF NOT EXISTS delq.delivery (
     webhook_id text NOT NULL,
     UNIQUE (request_id, destination)
 );
+
+-- 1.1: who took a delivery of a pull destination (delq.take); NULL for
+-- every other kind, so that only taken deliveries enter the index by
+-- which ack() and nack() find them.
+ALTER TABLE delq.delivery ADD COLUMN IF NOT EXISTS leased_by text;
+CREATE INDEX IF NOT EXISTS delivery_leased_idx ON delq.delivery (webhook_id)
+    WHERE leased_by IS NOT NULL;
 
 -- The delivery states (docs/sql-api.md, "Delivery states").  A constraint
 -- of its own, not a column CHECK inside CREATE TABLE: 1.1 added

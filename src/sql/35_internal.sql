@@ -79,6 +79,14 @@ AS $$
                    ELSE jsonb_build_object('reason', r.reason) END;
 $$;
 
+-- Whether a route's match applies to a routing document: the one rule of
+-- planning (_plan) and of delq.explain_routes().  A SQL-standard body:
+-- inlined.
+CREATE OR REPLACE FUNCTION delq._route_matches(doc jsonb, match jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN doc OPERATOR(pg_catalog.@>) match;
+
 -- Plan one delivery per destination with a matching route; a request that
 -- matches nothing fails so that an operator sees it.  Returns the number
 -- of deliveries planned.  The caller holds the request's row lock.
@@ -101,7 +109,7 @@ BEGIN
                'msg_' || replace(gen_random_uuid()::text, '-', '')
           FROM delq.destination d
          WHERE EXISTS (SELECT 1 FROM delq.route rt
-                        WHERE rt.destination = d.name AND doc @> rt.match)
+                        WHERE rt.destination = d.name AND delq._route_matches(doc, rt.match))
          ORDER BY d.name
         -- a delivery cancelled by drop_destination is revived, with its
         -- webhook id, when the destination is back

@@ -26,7 +26,7 @@ $$;
 
 -- Apply options to a destination row and check the result; shared by
 -- add_destination (on a fresh row) and alter_destination (on the stored
--- one).  NULL keeps a value; '' (secret, TLS paths), 0 (max_attempts) and
+-- one), and by the other kinds' add functions.  Only HTTP kinds have a url.  NULL keeps a value; '' (secret, TLS paths), 0 (max_attempts) and
 -- '0' (retry_base, retry_max) return to the default.
 CREATE OR REPLACE FUNCTION delq._merge_destination(d delq.destination, url text, headers jsonb,
                                         secret text, timeout interval,
@@ -40,7 +40,14 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    d.url := delq._check_url(coalesce(url, d.url));
+    IF d.kind IN ('sql', 'pull') THEN
+        IF url IS NOT NULL THEN
+            PERFORM delq._invalid('url', format('is not used by a %s destination', d.kind),
+                                  'Only webhook and templated HTTP destinations have a url; pass NULL.');
+        END IF;
+    ELSE
+        d.url := delq._check_url(coalesce(url, d.url));
+    END IF;
     d.headers := delq._check_headers(coalesce(headers, d.headers));
     d.secret := delq._check_secret(CASE WHEN secret = '' THEN NULL ELSE coalesce(secret, d.secret) END);
     IF timeout IS NOT NULL THEN
@@ -89,6 +96,32 @@ BEGIN
 END
 $$;
 
+-- Store a new destination of any kind, checked by the caller, and log
+-- 'destination_added' with detail (never a secret).  A name taken, also
+-- by a concurrent add, is a clear 23505.
+CREATE OR REPLACE FUNCTION delq._insert_destination(d delq.destination, detail jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM delq.destination t WHERE t.name = d.name) THEN
+        RAISE EXCEPTION 'destination % already exists', quote_literal(d.name)
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'Change it with delq.alter_destination(), or choose another name.';
+    END IF;
+    INSERT INTO delq.destination SELECT d.*;
+    PERFORM delq._log('destination_added', NULL, d.name,
+                      jsonb_build_object('kind', d.kind) || detail);
+EXCEPTION
+    WHEN unique_violation THEN
+        -- a concurrent add of the same name won
+        RAISE EXCEPTION 'destination % already exists', quote_literal(d.name)
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'Change it with delq.alter_destination(), or choose another name.';
+END
+$$;
+
 CREATE OR REPLACE FUNCTION delq.add_destination(name text, url text,
                                      headers jsonb DEFAULT '{}',
                                      secret text DEFAULT NULL,
@@ -112,6 +145,7 @@ DECLARE
     d delq.destination;
 BEGIN
     d.name := delq._check_name('name', name);
+    d.kind := 'webhook';
     d.created_at := now();
     -- What alter_destination reads as "back to the default" ('' and 0) is
     -- a mistake here (an empty secret would silently send unsigned).
@@ -130,21 +164,9 @@ BEGIN
                                  max_attempts, concurrency, confirm, retry_base, retry_max,
                                  enabled, ca_file, client_cert, client_key);
 
-    IF EXISTS (SELECT 1 FROM delq.destination t WHERE t.name = d.name) THEN
-        RAISE EXCEPTION 'destination % already exists', quote_literal(d.name)
-            USING ERRCODE = 'unique_violation',
-                  HINT = 'Change it with delq.alter_destination(), or choose another name.';
-    END IF;
-    INSERT INTO delq.destination SELECT d.*;
-    PERFORM delq._log('destination_added', NULL, d.name,
-                      jsonb_build_object('url', d.url, 'confirm', d.confirm, 'enabled', d.enabled,
-                                         'signed', d.secret IS NOT NULL));
-EXCEPTION
-    WHEN unique_violation THEN
-        -- a concurrent add of the same name won
-        RAISE EXCEPTION 'destination % already exists', quote_literal(add_destination.name)
-            USING ERRCODE = 'unique_violation',
-                  HINT = 'Change it with delq.alter_destination(), or choose another name.';
+    PERFORM delq._insert_destination(d, jsonb_build_object('url', d.url, 'confirm', d.confirm,
+                                                           'enabled', d.enabled,
+                                                           'signed', d.secret IS NOT NULL));
 END
 $$;
 

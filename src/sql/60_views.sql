@@ -47,5 +47,9 @@ SELECT d.name, d.url, d.enabled, d.confirm,
        d.secret IS NOT NULL AS signed,
        d.timeout_ms, d.connect_timeout_ms, d.max_attempts, d.concurrency,
        d.retry_base_ms, d.retry_max_ms, d.ca_file, d.client_cert,
-       d.created_at, d.updated_at
+       d.created_at, d.updated_at,
+       -- 1.1, last so that CREATE OR REPLACE VIEW adds them over 1.0's:
+       -- the kind; a SQL destination's function and role; a pull
+       -- destination's consumer role and lease
+       d.kind, d.sql_function, d.run_as, d.consumer, d.lease_ms
   FROM delq.destination d;

@@ -77,7 +77,8 @@ BEGIN
                            WHERE x.destination = d.name AND x.state = 'sending')::integer AS free
                   FROM delq.destination d
                   LEFT JOIN delq.destination_state s ON s.name = d.name
-                 WHERE d.enabled) room,
+                 -- the kinds this engine sends (52_pull.sql: consumers take theirs)
+                 WHERE d.enabled AND d.kind IN ('webhook', 'http')) room,
                LATERAL (SELECT dl.id, dl.due_at, dl.next_attempt_at
                           FROM delq.delivery dl
                          WHERE dl.destination = room.name AND dl.state = 'queued'
@@ -123,6 +124,21 @@ BEGIN
     PERFORM delq._breaker_probes(ids);
 END
 $$;
+
+-- The pause before the next attempt of a delivery that failed its
+-- attempt-th try (counted from the last delq.retry()): Retry-After
+-- (capped at max_ms) when the answer gave one (retry_after >= 0), else
+-- full jitter on a capped exponential.  The one backoff rule, for
+-- _record() and delq.nack().  A SQL-standard body: inlined.
+CREATE OR REPLACE FUNCTION delq._backoff_ms(attempt integer, base_ms double precision,
+                                 max_ms double precision, retry_after integer)
+RETURNS double precision
+LANGUAGE sql VOLATILE
+RETURN CASE WHEN retry_after >= 0
+            THEN least(retry_after * 1000.0, max_ms)
+            ELSE pg_catalog.random() * least(max_ms,
+                     base_ms * pg_catalog.power(2, least(attempt - 1, 40)))
+       END;
 
 -- Record a batch of outcomes: each delivery's new state, its event, the
 -- request's status, then the destinations' health and circuit breaker
@@ -184,12 +200,8 @@ BEGIN
                     WHEN delq._delivery_done(o.outcome) THEN o.outcome
                     WHEN o.outcome = 'retry' AND o.attempts - o.attempts_base < o.max_attempts THEN 'queued'
                     ELSE 'failed' END AS state,
-               -- full jitter on a capped exponential; Retry-After (capped) when given
-               CASE WHEN o.retry_after >= 0
-                    THEN least(o.retry_after * 1000.0, o.max_ms)
-                    ELSE random() * least(o.max_ms,
-                                           o.base_ms * power(2, least(o.attempts - o.attempts_base - 1, 40)))
-               END AS delay_ms
+               delq._backoff_ms(o.attempts - o.attempts_base, o.base_ms, o.max_ms,
+                                o.retry_after) AS delay_ms
           FROM o
     ), updated AS (
         UPDATE delq.delivery dl
@@ -237,16 +249,32 @@ RETURNS integer
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
+    SELECT delq._requeue(all_sending, NULL);
+$$;
+
+-- The 'sending' deliveries whose lease expired go back to the queue, the
+-- attempt counted, of one destination or (NULL) all; with all_sending
+-- also every other claim of the worker or dispatch() (at worker start:
+-- its claims died with it), but never what a pull consumer took
+-- (leased_by set): that lease is the consumer's, whatever the worker does.
+CREATE OR REPLACE FUNCTION delq._requeue(all_sending boolean, only_destination text)
+RETURNS integer
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
     WITH requeued AS (
         UPDATE delq.delivery dl
            SET state = 'queued', next_attempt_at = now(), lease_until = NULL
-         WHERE dl.state = 'sending' AND (all_sending OR dl.lease_until < now())
-        RETURNING dl.request_id, dl.destination, dl.attempts
+         WHERE dl.state = 'sending'
+           AND (only_destination IS NULL OR dl.destination = only_destination)
+           AND (dl.lease_until < now() OR (all_sending AND dl.leased_by IS NULL))
+        RETURNING dl.request_id, dl.destination, dl.attempts, dl.leased_by
     ), logged AS (
         INSERT INTO delq.event (kind, request_id, destination, detail, actor)
         SELECT 'requeued', q.request_id, q.destination,
                jsonb_build_object('attempt', q.attempts,
-                                  'because', CASE WHEN all_sending THEN 'worker restarted'
+                                  'because', CASE WHEN all_sending AND q.leased_by IS NULL
+                                                  THEN 'worker restarted'
                                                   ELSE 'lease expired' END),
                'delq'
           FROM requeued q
@@ -276,7 +304,7 @@ BEGIN
              CROSS JOIN LATERAL (SELECT dl.next_attempt_at FROM delq.delivery dl
                                   WHERE dl.destination = d.name AND dl.state = 'queued'
                                   ORDER BY dl.next_attempt_at LIMIT 1) q
-             WHERE d.enabled
+             WHERE d.enabled AND d.kind IN ('webhook', 'http')
                AND (SELECT count(*) FROM delq.delivery x
                      WHERE x.destination = d.name AND x.state = 'sending')
                    < delq._breaker_room(d.concurrency, s.breaker_until, 'infinity')

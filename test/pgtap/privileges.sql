@@ -26,9 +26,14 @@ CREATE ROLE alice LOGIN IN ROLE delq_submitter;
 CREATE ROLE bob LOGIN IN ROLE delq_operator;
 CREATE ROLE carol LOGIN IN ROLE delq_admin;
 CREATE ROLE mallory LOGIN;
+-- a consumer of pull destinations (delq_consumer: outside the levels)
+CREATE ROLE dave LOGIN IN ROLE delq_consumer;
 
 -- Level 0: nothing; 1: submitter; 2: operator; 3: admin.
-CREATE TEMP TABLE role_level (role name PRIMARY KEY, level integer NOT NULL, login boolean NOT NULL);
+CREATE TEMP TABLE role_level (role name PRIMARY KEY, level integer NOT NULL, login boolean NOT NULL,
+                              consumer boolean NOT NULL DEFAULT false);
+INSERT INTO role_level VALUES
+    ('delq_consumer', 0, false, true), ('dave', 0, true, true);
 INSERT INTO role_level VALUES
     ('public', 0, false), ('mallory', 0, true),
     ('delq_submitter', 1, false), ('alice', 1, true),
@@ -36,7 +41,9 @@ INSERT INTO role_level VALUES
     ('delq_admin', 3, false), ('carol', 3, true);
 
 -- The least level that may EXECUTE each function (by name, any overload).
-CREATE TEMP TABLE fn_spec (fn name PRIMARY KEY, level integer NOT NULL);
+-- consumer: also for delq_consumer (pull destinations' consumers).
+CREATE TEMP TABLE fn_spec (fn name PRIMARY KEY, level integer NOT NULL,
+                           consumer boolean NOT NULL DEFAULT false);
 INSERT INTO fn_spec VALUES
     ('submit', 1),
     ('approve', 2), ('reject', 2), ('retry', 2), ('confirm', 2), ('archive', 2),
@@ -51,11 +58,15 @@ INSERT INTO fn_spec VALUES
     ('http_submit', 1), ('http_list', 1),
     ('http_approve', 2), ('http_reject', 2), ('http_extend', 2), ('http_receipt', 2),
     ('status_page', 2), ('html', 2), ('html_table', 2), ('metrics', 2),
-    ('add_api_token', 3), ('drop_api_token', 3), ('add_hook', 3), ('drop_hook', 3);
+    ('add_api_token', 3), ('drop_api_token', 3), ('add_hook', 3), ('drop_hook', 3),
+    ('explain_routes', 2), ('recipients', 2),
+    ('add_pull_destination', 3), ('alter_pull_destination', 3);
+INSERT INTO fn_spec VALUES ('take', 99, true), ('ack', 99, true), ('nack', 99, true);
 
 -- The least level that may SELECT each table or view.  Nobody may write
 -- any of them, and nobody may use the sequences.
-CREATE TEMP TABLE rel_spec (rel name PRIMARY KEY, level integer NOT NULL);
+CREATE TEMP TABLE rel_spec (rel name PRIMARY KEY, level integer NOT NULL,
+                            consumer boolean NOT NULL DEFAULT false);
 INSERT INTO rel_spec VALUES
     ('requests', 1),
     ('pending', 2), ('finished', 2), ('delivery', 2), ('event', 2), ('route', 2),
@@ -65,12 +76,13 @@ INSERT INTO rel_spec VALUES
     ('ledger_checkpoint_head', 2),
     ('hooks', 2), ('api_tokens', 3),
     ('destination', 3), ('key', 3);
+INSERT INTO rel_spec VALUES ('tasks', 2, true);
 
 -- Every function and relation of the schema, with the level it needs
 -- (99: nobody) and the statement that uses it.
 CREATE TEMP TABLE fn AS
 SELECT p.oid, p.proname, p.oid::regprocedure::text AS signature,
-       coalesce(s.level, 99) AS level,
+       coalesce(s.level, 99) AS level, coalesce(s.consumer, false) AS consumer,
        format('%s %I.%I(%s)',
               CASE p.prokind WHEN 'p' THEN 'CALL' ELSE 'SELECT' END,
               n.nspname, p.proname,
@@ -91,6 +103,7 @@ SELECT p.oid, p.proname, p.oid::regprocedure::text AS signature,
 
 CREATE TEMP TABLE rel AS
 SELECT c.oid, c.relname, c.relkind, coalesce(s.level, 99) AS level,
+       coalesce(s.consumer, false) AS consumer,
        (SELECT quote_ident(a.attname) FROM pg_attribute a
          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
            AND a.attidentity = '' AND a.attgenerated = ''
@@ -145,9 +158,9 @@ SELECT ok((SELECT count(*) FROM rel WHERE relkind = 'S') > 0, 'sequences were fo
 -- ----------------------------------------------------------------------
 -- Schema: USAGE for the three roles (and their members), CREATE for nobody.
 
-SELECT is(has_schema_privilege(l.role, 'delq', 'USAGE'), l.level >= 1,
+SELECT is(has_schema_privilege(l.role, 'delq', 'USAGE'), l.level >= 1 OR l.consumer,
           format('%s %s USAGE on schema delq', l.role,
-                 CASE WHEN l.level >= 1 THEN 'has' ELSE 'lacks' END))
+                 CASE WHEN l.level >= 1 OR l.consumer THEN 'has' ELSE 'lacks' END))
   FROM role_level l ORDER BY l.level, l.role;
 SELECT ok(NOT has_schema_privilege(l.role, 'delq', 'CREATE'),
           format('%s cannot create objects in schema delq', l.role))
@@ -156,9 +169,9 @@ SELECT ok(NOT has_schema_privilege(l.role, 'delq', 'CREATE'),
 -- ----------------------------------------------------------------------
 -- Functions in the catalogs.  Internal functions (delq._*) are for nobody.
 
-SELECT is(has_function_privilege(l.role, f.oid, 'EXECUTE'), l.level >= f.level,
+SELECT is(has_function_privilege(l.role, f.oid, 'EXECUTE'), (l.level >= f.level OR (l.consumer AND f.consumer)),
           format('%s %s EXECUTE on %s', l.role,
-                 CASE WHEN l.level >= f.level THEN 'has' ELSE 'lacks' END, f.signature))
+                 CASE WHEN (l.level >= f.level OR (l.consumer AND f.consumer)) THEN 'has' ELSE 'lacks' END, f.signature))
   FROM fn f CROSS JOIN role_level l
  ORDER BY f.signature, l.level, l.role;
 
@@ -171,9 +184,9 @@ SELECT ok(f.level = 99, format('internal function %s is listed for nobody', f.si
 -- TRIGGER, not even on one column).
 
 SELECT is(pg_temp.table_privs(l.role, r.oid),
-          CASE WHEN l.level >= r.level THEN ARRAY['SELECT'] ELSE '{}'::text[] END,
+          CASE WHEN (l.level >= r.level OR (l.consumer AND r.consumer)) THEN ARRAY['SELECT'] ELSE '{}'::text[] END,
           format('%s holds exactly %s on delq.%s', l.role,
-                 CASE WHEN l.level >= r.level THEN 'SELECT' ELSE 'no privilege' END, r.relname))
+                 CASE WHEN (l.level >= r.level OR (l.consumer AND r.consumer)) THEN 'SELECT' ELSE 'no privilege' END, r.relname))
   FROM rel r CROSS JOIN role_level l
  WHERE r.relkind <> 'S'
  ORDER BY r.relname, l.level, l.role;
@@ -220,18 +233,18 @@ CREATE TEMP TABLE attempt (
 GRANT SELECT ON attempt TO PUBLIC;
 
 INSERT INTO attempt (role, allowed, sql, description)
-SELECT l.role, l.level >= f.level, f.call,
+SELECT l.role, (l.level >= f.level OR (l.consumer AND f.consumer)), f.call,
        format('%s %s call %s', l.role,
-              CASE WHEN l.level >= f.level THEN 'may' ELSE 'may not' END, f.signature)
+              CASE WHEN (l.level >= f.level OR (l.consumer AND f.consumer)) THEN 'may' ELSE 'may not' END, f.signature)
   FROM role_level l CROSS JOIN fn f
  WHERE l.login
  ORDER BY l.role, f.signature;
 
 INSERT INTO attempt (role, allowed, sql, description)
-SELECT l.role, l.level >= r.level,
+SELECT l.role, (l.level >= r.level OR (l.consumer AND r.consumer)),
        format('SELECT * FROM delq.%I LIMIT 1', r.relname),
        format('%s %s read delq.%s', l.role,
-              CASE WHEN l.level >= r.level THEN 'may' ELSE 'may not' END, r.relname)
+              CASE WHEN (l.level >= r.level OR (l.consumer AND r.consumer)) THEN 'may' ELSE 'may not' END, r.relname)
   FROM role_level l CROSS JOIN rel r
  WHERE l.login AND r.relkind <> 'S'
  ORDER BY l.role, r.relname;
@@ -272,6 +285,13 @@ SELECT CASE WHEN a.allowed
 RESET SESSION AUTHORIZATION;
 
 SET SESSION AUTHORIZATION carol;
+SELECT CASE WHEN a.allowed
+            THEN isnt(pg_temp.sqlstate_of(a.sql), '42501', a.description)
+            ELSE throws_ok(a.sql, '42501', NULL, a.description) END
+  FROM attempt a WHERE a.role = session_user ORDER BY a.ord;
+RESET SESSION AUTHORIZATION;
+
+SET SESSION AUTHORIZATION dave;
 SELECT CASE WHEN a.allowed
             THEN isnt(pg_temp.sqlstate_of(a.sql), '42501', a.description)
             ELSE throws_ok(a.sql, '42501', NULL, a.description) END
