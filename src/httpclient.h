@@ -25,7 +25,10 @@
 
 /* Response bytes read at most by default; beyond, the transfer is aborted. */
 #define DELQ_HTTP_RESPONSE_MAX	(64 * 1024)
-/* Timeouts when a request leaves them 0. */
+/*
+ * Timeouts when a request leaves them 0.  Twins: the defaults of
+ * delq.destination's timeout_ms and connect_timeout_ms (src/sql/10_tables.sql).
+ */
 #define DELQ_HTTP_DEFAULT_TIMEOUT_MS	30000
 #define DELQ_HTTP_DEFAULT_CONNECT_MS	10000
 

@@ -4,7 +4,11 @@
  *	  Standard Webhooks v1 signatures for the webhooks delq sends.
  *
  * A destination's secret is "whsec_" followed by the standard base64 of a
- * 24..64 byte key.  Each request carries
+ * 24..64 byte key, "=" padding included: receivers decode it with
+ * standard base64 decoders, some of which (Python's) refuse a missing
+ * padding, so delq refuses it too.  This file is the one home of that
+ * format: delq._check_secret (src/sql/30_validate.sql) asks
+ * delq._secret_valid, below.  Each request carries
  *
  *		webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<ts>.<body>")>
  *
@@ -23,6 +27,8 @@
 #include "common/base64.h"
 #include "common/hmac.h"
 #include "common/sha2.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
 #include "utils/resowner.h"
 
 #include "signing.h"
@@ -42,23 +48,21 @@
 static ResourceOwner signing_owner = NULL;
 
 /*
- * Copy the base64 part of a secret into buf (KEY_B64_MAX_LEN + 1 bytes),
- * adding the "=" padding that some generators leave out, and check that it
- * is canonical: alphabet characters, then at most two "=" at the very end.
- * Returns the padded length, or -1 when the text cannot be a valid key.
+ * Copy the base64 part of a secret into buf (KEY_B64_MAX_LEN + 1 bytes) and
+ * check that it is canonical: a multiple of four characters, alphabet
+ * characters, then at most two "=" at the very end.  Returns the length,
+ * or -1 when the text cannot be a valid key.
  */
 static int
-secret_b64_normalize(const char *b64, char *buf)
+secret_b64_canonical(const char *b64, char *buf)
 {
 	size_t		len = strlen(b64);
 	size_t		i;
 	size_t		npad = 0;
 
-	if (len == 0 || len > KEY_B64_MAX_LEN || len % 4 == 1)
+	if (len == 0 || len > KEY_B64_MAX_LEN || len % 4 != 0)
 		return -1;
 	memcpy(buf, b64, len);
-	while (len % 4 != 0)
-		buf[len++] = '=';
 	buf[len] = '\0';
 
 	for (i = 0; i < len; i++)
@@ -94,7 +98,7 @@ secret_decode_into(const char *secret, uint8 *buf)
 		strncmp(secret, SECRET_PREFIX, SECRET_PREFIX_LEN) != 0)
 		return -1;
 
-	b64len = secret_b64_normalize(secret + SECRET_PREFIX_LEN, b64);
+	b64len = secret_b64_canonical(secret + SECRET_PREFIX_LEN, b64);
 	if (b64len < 0)
 		return -1;
 
@@ -129,6 +133,30 @@ delq_secret_decode(const char *secret, uint8 **key, size_t *keylen)
 	*keylen = (size_t) n;
 	explicit_bzero(buf, sizeof(buf));
 	return true;
+}
+
+PG_FUNCTION_INFO_V1(delq_secret_valid);
+
+/*
+ * delq._secret_valid(secret): whether the worker can sign with secret
+ * (NULL for NULL).
+ */
+Datum
+delq_secret_valid(PG_FUNCTION_ARGS)
+{
+	char	   *secret;
+	uint8		buf[KEY_MAX_LEN];
+	bool		valid;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	secret = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	valid = secret_decode_into(secret, buf) >= 0;
+
+	explicit_bzero(buf, sizeof(buf));
+	explicit_bzero(secret, strlen(secret));
+	pfree(secret);
+	PG_RETURN_BOOL(valid);
 }
 
 /*

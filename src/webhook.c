@@ -18,6 +18,11 @@
 
 #include <curl/curl.h>
 
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+
 #include "webhook.h"
 #include "signing.h"
 
@@ -92,6 +97,32 @@ webhook_header(DelqHttpRequest *req, const char *name, size_t namelen,
 		buf[valuelen] = '\0';
 		xfer->retry_after_s = parse_retry_after(buf);
 	}
+}
+
+/*
+ * The headers a destination may not set: those webhook_prepare writes,
+ * those the HTTP client writes (User-Agent, Expect: src/httpclient.c) and
+ * those curl derives from the request.  delq._check_headers
+ * (src/sql/30_validate.sql) refuses them through delq._reserved_headers().
+ */
+static const char *const reserved_headers[] = {
+	"content-type", "webhook-id", "webhook-timestamp", "webhook-signature",
+	"idempotency-key", "user-agent", "expect", "host", "content-length",
+	"transfer-encoding", "connection"
+};
+
+PG_FUNCTION_INFO_V1(delq_reserved_headers);
+
+/* delq._reserved_headers(): reserved_headers, lower case, as text[]. */
+Datum
+delq_reserved_headers(PG_FUNCTION_ARGS)
+{
+	Datum		names[lengthof(reserved_headers)];
+
+	for (int i = 0; i < lengthof(reserved_headers); i++)
+		names[i] = CStringGetTextDatum(reserved_headers[i]);
+	PG_RETURN_ARRAYTYPE_P(construct_array(names, lengthof(names), TEXTOID,
+										  -1, false, TYPALIGN_INT));
 }
 
 /*

@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS delq.destination (
     url text NOT NULL,
     headers jsonb NOT NULL DEFAULT '{}',
     secret text,
+    -- twins: DELQ_HTTP_DEFAULT_TIMEOUT_MS and _CONNECT_MS (src/httpclient.h)
     timeout_ms integer NOT NULL DEFAULT 30000,
     connect_timeout_ms integer NOT NULL DEFAULT 10000,
     max_attempts integer,
