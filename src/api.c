@@ -63,7 +63,7 @@ typedef enum DelqParam
 typedef struct DelqRoute
 {
 	const char *method;
-	const char *pattern;		/* "{}" stands for one path segment */
+	const char *pattern;		/* as in the OpenAPI document; "{x}" is one segment */
 	DelqAuth	auth;
 	const char *content_type;	/* of a successful answer */
 	const char *sql;			/* returns (status int, body text, location text) */
@@ -90,19 +90,19 @@ static const DelqRoute routes[] = {
 	{"GET", "/v1/requests", AUTH_BEARER, JSON_TYPE,
 		"SELECT 200, delq.http_list($1, $2, $3, $4)::text, NULL",
 	{P_ARG_STATUS, P_ARG_SOURCE, P_ARG_LIMIT, P_ARG_AFTER}},
-	{"GET", "/v1/requests/{}", AUTH_BEARER, JSON_TYPE,
+	{"GET", "/v1/requests/{id}", AUTH_BEARER, JSON_TYPE,
 	"SELECT 200, delq.http_request($1)::text, NULL", {P_SEGMENT}},
-	{"POST", "/v1/requests/{}/approve", AUTH_BEARER, JSON_TYPE,
+	{"POST", "/v1/requests/{id}/approve", AUTH_BEARER, JSON_TYPE,
 	"SELECT 200, delq.http_approve($1, $2)::text, NULL", {P_SEGMENT, P_BODY}},
-	{"POST", "/v1/requests/{}/reject", AUTH_BEARER, JSON_TYPE,
+	{"POST", "/v1/requests/{id}/reject", AUTH_BEARER, JSON_TYPE,
 	"SELECT 200, delq.http_reject($1, $2)::text, NULL", {P_SEGMENT, P_BODY}},
-	{"POST", "/v1/requests/{}/extend", AUTH_BEARER, JSON_TYPE,
+	{"POST", "/v1/requests/{id}/extend", AUTH_BEARER, JSON_TYPE,
 	"SELECT 200, delq.http_extend($1, $2)::text, NULL", {P_SEGMENT, P_BODY}},
-	{"GET", "/v1/requests/{}/receipt", AUTH_BEARER, JSON_TYPE,
+	{"GET", "/v1/requests/{id}/receipt", AUTH_BEARER, JSON_TYPE,
 	"SELECT 200, delq.http_receipt($1)::text, NULL", {P_SEGMENT}},
-	{"POST", "/v1/confirm/{}", AUTH_NONE, JSON_TYPE,
+	{"POST", "/v1/confirm/{token}", AUTH_NONE, JSON_TYPE,
 	"SELECT 200, delq._http_confirm($1, $2)::text, NULL", {P_SEGMENT, P_BODY}},
-	{"POST", "/v1/hooks/{}", AUTH_NONE, JSON_TYPE,
+	{"POST", "/v1/hooks/{name}", AUTH_NONE, JSON_TYPE,
 		"SELECT CASE WHEN (r OPERATOR(pg_catalog.->>) 'created')::boolean THEN 201 ELSE 200 END, "
 		"COALESCE(r OPERATOR(pg_catalog.->) 'request', r)::text, "
 		"'/v1/requests/' OPERATOR(pg_catalog.||) (r OPERATOR(pg_catalog.#>>) '{request,id}') "
@@ -179,13 +179,13 @@ append_counters(StringInfo out)
 {
 	ListCell   *lc;
 
-	appendStringInfoString(out, "# HELP delqhttp_requests_total HTTP calls answered, by route and status.\n"
-						   "# TYPE delqhttp_requests_total counter\n");
+	appendStringInfoString(out, "# HELP delq_http_requests_total HTTP calls answered, by route and status.\n"
+						   "# TYPE delq_http_requests_total counter\n");
 	foreach(lc, counters)
 	{
 		DelqCounter *c = lfirst(lc);
 
-		appendStringInfo(out, "delqhttp_requests_total{route=\"%s\",code=\"%d\"} " INT64_FORMAT "\n",
+		appendStringInfo(out, "delq_http_requests_total{route=\"%s\",code=\"%d\"} " INT64_FORMAT "\n",
 						 c->route, c->status, c->count);
 	}
 }
@@ -302,11 +302,14 @@ problem_from_error(DelqHttpCall *call, ErrorData *edata)
 		delq_http_add_header(call, "Retry-After", "1");
 	if (status == 401)
 		delq_http_add_header(call, "WWW-Authenticate", "Bearer realm=\"delq\"");
+	/* PostgreSQL's own input errors (bad JSON, uuid, timestamp) have none */
+	if (edata->hint == NULL && status == 400)
+		edata->hint = pstrdup("Send the values as GET /v1/openapi.json describes them.");
 	delq_api_problem(call, status, sqlstate, edata->message, edata->hint);
 }
 
 /*
- * Match path against pattern, "{}" matching one non-empty segment, which
+ * Match path against pattern, "{x}" matching one non-empty segment, which
  * is copied to *segment.
  */
 static bool
@@ -314,7 +317,7 @@ path_matches(const char *pattern, const char *path, char **segment)
 {
 	while (*pattern && *path)
 	{
-		if (pattern[0] == '{' && pattern[1] == '}')
+		if (pattern[0] == '{')
 		{
 			const char *end = strchr(path, '/');
 			int			len = end ? end - path : strlen(path);
@@ -323,7 +326,7 @@ path_matches(const char *pattern, const char *path, char **segment)
 				return false;
 			*segment = pnstrdup(path, len);
 			path += len;
-			pattern += 2;
+			pattern = strchr(pattern, '}') + 1;
 			continue;
 		}
 		if (*pattern++ != *path++)
@@ -458,6 +461,34 @@ param_value(DelqHttpCall *call, DelqParam p, const char *segment, Oid *type, boo
 }
 
 /*
+ * Take the token's role for the rest of the transaction.  A superuser
+ * server (the default, delq.worker_role) takes it as SET SESSION
+ * AUTHORIZATION does, so that session_user, the actor of the events the
+ * call writes, is the token's role too; undo() gives it back after the
+ * transaction.  Otherwise only the current user changes (the transaction's
+ * end restores it).  Either way the SQL privileges are the role's own.
+ */
+static bool
+become(Oid role, int save_sec)
+{
+	if (superuser_arg(GetSessionUserId()))
+	{
+		SetSessionAuthorization(role, false);
+		return true;
+	}
+	SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	return false;
+}
+
+static void
+undo(bool session_changed, Oid save_session, Oid save_user, int save_sec)
+{
+	if (session_changed)
+		SetSessionAuthorization(save_session, true);
+	SetUserIdAndSecContext(save_user, save_sec);
+}
+
+/*
  * Run a route's SQL, in a transaction of its own, as the token's role.
  * Fills in the answer; on an error, the problem.
  */
@@ -466,6 +497,8 @@ run_route(DelqHttpCall *call, const DelqRoute *r, const char *segment)
 {
 	Oid			save_user;
 	int			save_sec;
+	Oid			save_session = GetSessionUserId();
+	volatile bool session_changed = false;
 	Oid			types[DELQ_MAX_PARAMS];
 	Datum		values[DELQ_MAX_PARAMS];
 	char		nulls[DELQ_MAX_PARAMS];
@@ -495,7 +528,7 @@ run_route(DelqHttpCall *call, const DelqRoute *r, const char *segment)
 			Oid			role = token_role(call, r->auth);
 
 			if (OidIsValid(role))
-				SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+				session_changed = become(role, save_sec);
 			else
 				authorized = false;
 		}
@@ -530,10 +563,10 @@ run_route(DelqHttpCall *call, const DelqRoute *r, const char *segment)
 			if (!isnull && call->status == 201)
 				delq_http_add_header(call, "Location", TextDatumGetCString(d));
 		}
-		SetUserIdAndSecContext(save_user, save_sec);
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
+		undo(session_changed, save_session, save_user, save_sec);
 	}
 	PG_CATCH();
 	{
@@ -543,7 +576,7 @@ run_route(DelqHttpCall *call, const DelqRoute *r, const char *segment)
 		edata = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
-		SetUserIdAndSecContext(save_user, save_sec);
+		undo(session_changed, save_session, save_user, save_sec);
 		resetStringInfo(&call->reply);
 		call->reply_headers = NIL;
 		problem_from_error(call, edata);
@@ -608,9 +641,19 @@ delq_api_serve(DelqHttpCall *call)
 	if (found == NULL)
 	{
 		if (path_known)
+		{
+			StringInfoData allow;
+			char	   *seg = NULL;
+
+			initStringInfo(&allow);
+			for (i = 0; i < lengthof(routes); i++)
+				if (path_matches(routes[i].pattern, call->path, &seg))
+					appendStringInfo(&allow, "%s%s", allow.len ? ", " : "", routes[i].method);
+			delq_http_add_header(call, "Allow", allow.data);
 			delq_api_problem(call, 405, NULL,
 							 psprintf("%s is not allowed on %s.", call->method, call->route),
 							 "See GET /v1/openapi.json for the methods of each route.");
+		}
 		else
 		{
 			call->route = "unknown";
