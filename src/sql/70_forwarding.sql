@@ -14,9 +14,7 @@ CREATE TABLE IF NOT EXISTS delq.destination_state (
     last_failure_at timestamptz,
     last_failure text
 );
--- the breaker's probe in flight (only its failure reopens the breaker) and
 -- when the breaker last opened (src/sql/75_breaker.sql)
-ALTER TABLE delq.destination_state ADD COLUMN IF NOT EXISTS probe_id bigint;
 ALTER TABLE delq.destination_state ADD COLUMN IF NOT EXISTS breaker_opened_at timestamptz;
 
 SELECT pg_catalog.pg_extension_config_dump('delq.destination_state', '');
@@ -92,6 +90,25 @@ BEGIN
     IF cardinality(ids) = 0 THEN
         RETURN;
     END IF;
+    -- The heads of the requests' ledger chains, without waiting: a delivery
+    -- whose request another transaction is writing (recording an outcome of
+    -- another of its deliveries, say) is left for the next claim.  A claim
+    -- thus never waits for a lock: recording takes its locks in one order
+    -- (requests ascending, then destinations ascending), and the worker's
+    -- turn records and then claims in one transaction, which would
+    -- otherwise deadlock with a dispatch pass (test/isolation/specs/
+    -- record_vs_claim.spec).
+    ids := ARRAY(
+        SELECT dl.id FROM delq.delivery dl
+         WHERE dl.id = ANY (ids)
+           AND (EXISTS (SELECT FROM delq.ledger_head h
+                         WHERE h.chain = delq._ledger_chain(dl.request_id, NULL)
+                           FOR NO KEY UPDATE SKIP LOCKED)
+                OR NOT EXISTS (SELECT FROM delq.ledger_head h
+                                WHERE h.chain = delq._ledger_chain(dl.request_id, NULL))));
+    IF cardinality(ids) = 0 THEN
+        RETURN;
+    END IF;
 
     RETURN QUERY
     WITH claimed AS (
@@ -118,10 +135,6 @@ BEGIN
       JOIN delq.destination t ON t.name = c.destination
       JOIN delq.pending p ON p.id = c.request_id
      ORDER BY c.due_at, c.next_attempt_at;
-
-    -- after the request chains' events: one lock order (request chains, then
-    -- destination chains) for every transaction that writes both
-    PERFORM delq._breaker_probes(ids);
 END
 $$;
 

@@ -2,8 +2,11 @@
 -- Its state lives in delq.destination_state (70_forwarding.sql):
 --   closed   breaker_until IS NULL: up to the destination's concurrency;
 --   open     breaker_until > now(): nothing is sent;
---   probing  breaker_until <= now(): one delivery at a time, the probe
---            (probe_id), tests the destination.
+--   probing  breaker_until <= now(): one delivery at a time, the probe,
+--            tests the destination.  A probe is a delivery claimed after
+--            breaker_until (its last_attempt_at): so the claim, which must
+--            never wait for a lock (_claim), writes nothing for it; its
+--            breaker_probe event is written with its outcome.
 -- A burst opens it once: answers to requests sent before it opened change
 -- nothing.  Only a failed probe reopens it, for twice the previous
 -- cool-down, at most delq.breaker_max_cooldown.  A success closes it.  An
@@ -46,7 +49,7 @@ DECLARE
 BEGIN
     UPDATE delq.destination_state t
        SET breaker_until = now() + cool, breaker_opens = s.breaker_opens + 1,
-           breaker_opened_at = now(), probe_id = NULL
+           breaker_opened_at = now()
      WHERE t.name = s.name;
     PERFORM delq._log('breaker_opened', NULL, s.name,
                       jsonb_build_object('because', because, 'cooldown', cool,
@@ -76,23 +79,34 @@ BEGIN
                bool_or(delq._delivery_done(o.outcome)) AS success,
                count(*) FILTER (WHERE NOT delq._delivery_done(o.outcome))::integer AS failures,
                coalesce(bool_or(o.gone AND NOT delq._delivery_done(o.outcome)), false) AS gone,
-               array_agg(o.id) FILTER (WHERE NOT delq._delivery_done(o.outcome)) AS failed_ids,
+               -- probes: claimed once the breaker let them through
+               coalesce(bool_or(NOT delq._delivery_done(o.outcome)
+                                AND dl.last_attempt_at >= st.breaker_until), false) AS probe_failed,
+               jsonb_agg(jsonb_build_object('delivery_id', dl.id, 'sent_at', dl.last_attempt_at,
+                                            'outcome', o.outcome, 'error', o.error_class)
+                         ORDER BY dl.id)
+                   FILTER (WHERE dl.last_attempt_at >= st.breaker_until) AS probes,
                -- the class, never the answer's body (_record, 70_forwarding.sql)
                (array_agg(o.error_class ORDER BY o.id DESC)
                     FILTER (WHERE NOT delq._delivery_done(o.outcome)))[1] AS last_failure
           FROM unnest(ids, outcomes, error_classes, gone) AS o(id, outcome, error_class, gone)
           JOIN delq.delivery dl ON dl.id = o.id
           JOIN delq.destination d ON d.name = dl.destination
+          LEFT JOIN delq.destination_state st ON st.name = dl.destination
          GROUP BY dl.destination
          ORDER BY dl.destination
     LOOP
         INSERT INTO delq.destination_state (name) VALUES (g.destination)
             ON CONFLICT (name) DO NOTHING;
         SELECT * INTO s FROM delq.destination_state t WHERE t.name = g.destination FOR UPDATE;
+        IF g.probes IS NOT NULL AND s.breaker_until IS NOT NULL THEN
+            PERFORM delq._log('breaker_probe', NULL, s.name, p, 'delq')
+               FROM jsonb_array_elements(g.probes) p;
+        END IF;
         IF g.success THEN
             UPDATE delq.destination_state t
                SET consecutive_failures = 0, breaker_until = NULL, breaker_opens = 0,
-                   probe_id = NULL, last_success_at = now(),
+                   last_success_at = now(),
                    last_failure_at = CASE WHEN g.failures > 0 THEN now() ELSE t.last_failure_at END,
                    last_failure = coalesce(g.last_failure, t.last_failure)
              WHERE t.name = s.name;
@@ -116,34 +130,11 @@ BEGIN
                 PERFORM delq._breaker_open(s, CASE WHEN g.gone THEN '410 Gone'
                                                    ELSE 'consecutive failures' END);
             END IF;
-        ELSIF s.probe_id = ANY (g.failed_ids) THEN
+        ELSIF g.probe_failed AND s.breaker_until <= now() THEN
             PERFORM delq._breaker_open(s, 'probe failed');
         END IF;
         -- else: answers to requests sent before the breaker opened
     END LOOP;
-END
-$$;
-
--- After a claim: the deliveries sent to destinations whose breaker lets a
--- probe through are their probes.
-CREATE OR REPLACE FUNCTION delq._breaker_probes(ids bigint[])
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-SET jit = off
-AS $$
-BEGIN
-    WITH probes AS (
-        UPDATE delq.destination_state s SET probe_id = dl.id
-          FROM delq.delivery dl
-         WHERE dl.id = ANY (ids) AND s.name = dl.destination AND s.breaker_until <= now()
-        RETURNING s.name, dl.id, s.breaker_opens
-    )
-    INSERT INTO delq.event (kind, request_id, destination, detail, actor)
-    SELECT 'breaker_probe', NULL, p.name,
-           jsonb_build_object('delivery_id', p.id, 'opens', p.breaker_opens), 'delq'
-      FROM probes p
-     ORDER BY p.name;
 END
 $$;
 
@@ -176,7 +167,7 @@ BEGIN
     END IF;
     UPDATE delq.destination_state t
        SET breaker_until = CASE WHEN close THEN NULL ELSE now() END,
-           breaker_opens = 0, probe_id = NULL,
+           breaker_opens = 0,
            consecutive_failures = CASE WHEN close THEN 0 ELSE t.consecutive_failures END
      WHERE t.name = s.name;
     PERFORM delq._log('breaker_reset', NULL, s.name,
