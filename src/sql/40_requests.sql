@@ -210,22 +210,37 @@ BEGIN
             USING ERRCODE = 'undefined_object',
                   HINT = 'See delq.delivery for the destinations of this request.';
     END IF;
+    RETURN delq._confirm_delivery(d, 'confirmed', 'delq.confirm');
+END
+$$;
+
+-- The end of a delivery that a system confirmed outside the worker:
+-- 'confirmed' (erased) or 'not_held' (it held nothing).  Shared by
+-- delq.confirm() and the HTTP confirmation links (delq._http_confirm,
+-- 88_http.sql); the caller has locked the request and found d.  Done
+-- already: false, nothing written.
+CREATE OR REPLACE FUNCTION delq._confirm_delivery(d delq.delivery, outcome text, via text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
     IF delq._delivery_done(d.state) THEN
         -- confirmed, or the destination said it holds nothing: done either way
         RETURN false;
     END IF;
     IF d.state = 'cancelled' THEN
-        RAISE EXCEPTION 'delivery of request % to % is cancelled', r.id, destination
+        RAISE EXCEPTION 'delivery of request % to % is cancelled', d.request_id, d.destination
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Cancelled deliveries (of rejected requests) cannot be confirmed.';
     END IF;
 
     UPDATE delq.delivery dl
-       SET state = 'confirmed', confirmed_at = now(), lease_until = NULL
+       SET state = outcome, confirmed_at = now(), lease_until = NULL
      WHERE dl.id = d.id;
-    PERFORM delq._log('confirmed', r.id, d.destination,
-                      jsonb_build_object('via', 'delq.confirm', 'previous_state', d.state));
-    PERFORM delq._refresh_status(ARRAY[r.id]);
+    PERFORM delq._log(outcome, d.request_id, d.destination,
+                      jsonb_build_object('via', via, 'previous_state', d.state));
+    PERFORM delq._refresh_status(ARRAY[d.request_id]);
     RETURN true;
 END
 $$;

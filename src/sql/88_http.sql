@@ -386,7 +386,10 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Archived requests need no confirmation.';
     END IF;
-    changed := delq.confirm(d.request_id, d.destination);
+    -- lock order: the request, then its delivery (as delq.confirm)
+    PERFORM delq._request(d.request_id, true);
+    SELECT * INTO d FROM delq.delivery dl WHERE dl.id = d.id FOR UPDATE;
+    changed := delq._confirm_delivery(d, outcome, 'confirm_url');
     RETURN jsonb_build_object('request_id', d.request_id, 'destination', d.destination,
                               'outcome', outcome, 'changed', changed);
 END

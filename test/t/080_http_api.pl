@@ -358,8 +358,12 @@ $r = curl('POST', $cpath);
 ok($r->{code} == 200 && !$r->{json}{changed}, 'a repeat: 200, nothing changed');
 is(sql("SELECT count(*) FROM delq.event WHERE request_id = '$cid' AND destination = 'cb' AND kind = 'confirmed'"),
 	'1', 'one confirmation recorded');
-$r = curl('POST', $cpath2, body => '{"outcome": "confirmed"}');
-is($r->{code}, 200, 'the second link confirms its delivery');
+$r = curl('POST', $cpath2, body => '{"outcome": "not_held"}');
+ok($r->{code} == 200 && $r->{json}{outcome} eq 'not_held', 'the second link answers not_held for its delivery');
+is(sql("SELECT state FROM delq.delivery WHERE request_id = '$cid' AND destination = 'cb2'"), 'not_held',
+	'... recorded as not held');
+is(sql("SELECT detail->>'via' FROM delq.event WHERE request_id = '$cid' AND destination = 'cb2' AND kind = 'not_held'"),
+	'confirm_url', '... in an event that says how');
 poll_until($node, "SELECT status FROM delq.pending WHERE id = '$cid'", 'completed', 10);
 sql("SELECT delq.archive()");
 $r = curl('POST', $cpath);
