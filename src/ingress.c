@@ -14,7 +14,8 @@
  *
  * Limits (docs/http-api.md): a body larger than delq.http_max_body is
  * answered 413 before it is read; beyond delq.http_max_connections open
- * connections a request is answered 503 with Retry-After; a request (from
+ * connections a request is answered 503 with Retry-After, beyond
+ * delq.http_max_client_connections from one address 429; a request (from
  * its first byte, or the end of the previous one) that is not complete
  * within delq.http_request_timeout has its connection cut, so a slow
  * client cannot hold a connection.
@@ -27,6 +28,8 @@
 
 #include <limits.h>
 #include <netdb.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/select.h>
 #include <microhttpd.h>
@@ -61,6 +64,7 @@ typedef struct DelqConn
 	dlist_node	node;
 	int			fd;
 	TimestampTz started;		/* of the request under way */
+	char		client[INET6_ADDRSTRLEN];	/* the peer's address */
 } DelqConn;
 
 static dlist_head conns = DLIST_STATIC_INIT(conns);
@@ -185,15 +189,36 @@ send_reply(struct MHD_Connection *conn, DelqHttpCall *call)
 	return ret;
 }
 
+/* Open connections from the address of c, c included. */
+static int
+connections_of(DelqConn *c)
+{
+	dlist_iter	iter;
+	int			n = 0;
+
+	dlist_foreach(iter, &conns)
+	{
+		DelqConn   *other = dlist_container(DelqConn, node, iter.cur);
+
+		if (strcmp(other->client, c->client) == 0)
+			n++;
+	}
+	return n;
+}
+
 /*
- * A limit answered before the body is read: overload (503) and a body
- * announced larger than delq.http_max_body (413).  Returns whether it
- * answered.
+ * A limit answered before the body is read: overload (503), one client
+ * address holding more than delq.http_max_client_connections (429), and
+ * a body announced larger than delq.http_max_body (413).  Returns whether
+ * it answered.
  */
 static bool
-refuse_early(DelqHttpCall *call)
+refuse_early(struct MHD_Connection *conn, DelqHttpCall *call)
 {
 	const char *length = delq_http_header(call, "content-length");
+	const union MHD_ConnectionInfo *info =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	DelqConn   *c = info ? info->socket_context : NULL;
 
 	if (nconns > delq_http_max_connections)
 	{
@@ -202,6 +227,16 @@ refuse_early(DelqHttpCall *call)
 		delq_http_add_header(call, MHD_HTTP_HEADER_CONNECTION, "close");
 		delq_api_problem(call, 503, NULL, "The server has too many open connections.",
 						 "Retry after the number of seconds in Retry-After.");
+		return true;
+	}
+	if (c != NULL && delq_http_max_client_connections > 0 &&
+		connections_of(c) > delq_http_max_client_connections)
+	{
+		call->route = "overload";
+		delq_http_add_header(call, "Retry-After", "1");
+		delq_http_add_header(call, MHD_HTTP_HEADER_CONNECTION, "close");
+		delq_api_problem(call, 429, NULL, "This client has too many open connections.",
+						 "Use fewer connections at once (delq.http_max_client_connections); retry after Retry-After.");
 		return true;
 	}
 	if (length != NULL && strtoull(length, NULL, 10) > (unsigned long long) delq_http_max_body)
@@ -232,7 +267,7 @@ answer(void *cls, struct MHD_Connection *conn, const char *url, const char *meth
 	{
 		call = new_call(conn, url, method);
 		*req_cls = call;
-		if (refuse_early(call))
+		if (refuse_early(conn, call))
 			return send_reply(conn, call);
 		return MHD_YES;
 	}
@@ -279,6 +314,19 @@ connection_event(void *cls, struct MHD_Connection *conn, void **socket_context,
 
 		c->fd = info ? info->connect_fd : -1;
 		c->started = GetCurrentTimestamp();
+		c->client[0] = '\0';
+		info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		if (info != NULL && info->client_addr != NULL)
+		{
+			const struct sockaddr *sa = info->client_addr;
+
+			if (sa->sa_family == AF_INET)
+				inet_ntop(AF_INET, &((const struct sockaddr_in *) sa)->sin_addr,
+						  c->client, sizeof(c->client));
+			else if (sa->sa_family == AF_INET6)
+				inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr,
+						  c->client, sizeof(c->client));
+		}
 		dlist_push_tail(&conns, &c->node);
 		nconns++;
 		*socket_context = c;

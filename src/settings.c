@@ -44,6 +44,7 @@ char	   *delq_http_tls_key = NULL;
 char	   *delq_http_public_url = NULL;
 int			delq_http_max_body = 64 * 1024;
 int			delq_http_max_connections = 64;
+int			delq_http_max_client_connections = 16;
 int			delq_http_request_timeout_ms = 10000;
 
 /*
@@ -104,6 +105,15 @@ delq_define_http_settings(GucContext worker_context)
 							NULL,
 							&delq_http_max_connections,
 							64, 1, 250,
+							worker_context,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("delq.http_max_client_connections",
+							"Open HTTP connections from one client address beyond which its requests are answered 429 (0: no limit).",
+							NULL,
+							&delq_http_max_client_connections,
+							16, 0, 250,
 							worker_context,
 							0,
 							NULL, NULL, NULL);

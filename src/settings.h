@@ -34,6 +34,7 @@ extern char *delq_http_tls_key;
 extern char *delq_http_public_url;
 extern int	delq_http_max_body;
 extern int	delq_http_max_connections;
+extern int	delq_http_max_client_connections;
 extern int	delq_http_request_timeout_ms;
 
 extern void delq_define_settings(void);

@@ -48,7 +48,8 @@ my $node = delq_node(
 	conf => "delq.http_listen = '127.0.0.1:$port'\n"
 	  . "delq.http_public_url = '$base/'\n"
 	  . "delq.http_request_timeout = '2s'\n"
-	  . "delq.http_max_connections = 8\n");
+	  . "delq.http_max_connections = 8\n"
+	  . "delq.http_max_client_connections = 6\n");
 
 sub sql { return $node->safe_psql('postgres', shift) }
 
@@ -304,6 +305,22 @@ like(sql("SELECT last_used_at IS NOT NULL FROM delq.api_tokens WHERE name = 'app
 	ok($closed || $took < 15, 'a slowloris connection is cut');
 	cmp_ok($took, '<', 10, '... well before it could hold the server');
 	cmp_ok($served, '>', 0, '... and others are served meanwhile');
+}
+
+# One client address with more than delq.http_max_client_connections (6)
+# open: 429 with Retry-After.
+{
+	my @idle = map {
+		IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 5)
+		  // die "connect: $!"
+	} 1 .. 6;
+	usleep(200_000);
+	my $res = curl('GET', '/v1/requests?limit=1', token => $app, max_time => 5);
+	is($res->{code}, 429, 'over the per-client connection limit: 429');
+	is($res->{headers}{'retry-after'}, '1', '... with Retry-After');
+	close $_ for @idle;
+	usleep(300_000);
+	is(curl('GET', '/v1/requests?limit=1', token => $app)->{code}, 200, 'with them closed: 200 again');
 }
 
 # Many connections: beyond delq.http_max_connections (8), 503 with
