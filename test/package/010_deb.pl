@@ -69,6 +69,17 @@ for my $f ('delq.control', 'delq--1.0.sql', "delq--$version.sql", "delq--1.0--$v
 {
 	ok((grep { $_ eq "/usr/share/postgresql/15/extension/$f" } @files), "it holds $f");
 }
+# Everything `make install` put into the installation under test is packaged.
+my $tested_bin = `pg_config --bindir`;
+chomp $tested_bin;
+my ($tested_lib, $tested_ext) = install_dirs(dirname($tested_bin));
+my @installed = (glob("$tested_ext/delq*"), "$tested_lib/delq.so");
+my @missing = grep {
+	my $name = $_ =~ s{^.*/}{}r;
+	!grep { m{/\Q$name\E$} } @files
+} @installed;
+ok(@installed > 4 && !@missing, 'it holds every file make install installs (' . scalar(@installed) . ')')
+  or diag("not in the package: @missing");
 is(slurp_file("$tmp/src/delq--1.0.sql"), slurp_file("$top/delq--1.0.sql"),
 	'the frozen 1.0 script is packaged as it is');
 like(`dpkg-deb -f '$deb' Depends`, qr/\bpostgresql-15\b.*\blibcurl4\b/s,
