@@ -1,5 +1,10 @@
 -- Tables.  Nobody writes them directly: every change goes through the
 -- SECURITY DEFINER functions, which validate it and log an event.
+--
+-- Each table is followed by its grants (roles: 05_roles.sql; PUBLIC gets
+-- nothing, 90_security.sql) and its pg_extension_config_dump call: pg_dump
+-- must keep the queue and its history, and leaves extension tables out of
+-- dumps otherwise.
 
 -- Live requests.
 CREATE TABLE IF NOT EXISTS delq.pending (
@@ -31,6 +36,9 @@ CREATE INDEX IF NOT EXISTS pending_held_idx ON delq.pending (hold_until) WHERE s
 CREATE INDEX IF NOT EXISTS pending_due_idx ON delq.pending (due_at)
     WHERE status IN ('held', 'forwarding', 'failed');
 
+GRANT SELECT ON delq.pending TO delq_operator;
+SELECT pg_catalog.pg_extension_config_dump('delq.pending', '');
+
 -- Archived requests: self-contained proof of what was done and when.
 CREATE TABLE IF NOT EXISTS delq.finished (
     id uuid PRIMARY KEY,
@@ -56,6 +64,9 @@ CREATE TABLE IF NOT EXISTS delq.finished (
 
 CREATE INDEX IF NOT EXISTS finished_finished_at_idx ON delq.finished (finished_at);
 
+GRANT SELECT ON delq.finished TO delq_operator;
+SELECT pg_catalog.pg_extension_config_dump('delq.finished', '');
+
 -- (source, external_id) of every request ever submitted, pending or
 -- finished: the one place idempotency is decided, so that a concurrent
 -- archive() cannot open a window for a duplicate.
@@ -65,6 +76,8 @@ CREATE TABLE IF NOT EXISTS delq.request_key (
     request_id uuid NOT NULL UNIQUE,
     PRIMARY KEY (source, external_id)
 );
+
+SELECT pg_catalog.pg_extension_config_dump('delq.request_key', '');
 
 -- Systems that receive requests.
 CREATE TABLE IF NOT EXISTS delq.destination (
@@ -88,7 +101,7 @@ CREATE TABLE IF NOT EXISTS delq.destination (
     updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
--- 1.1: the kind of destination (DESIGN.md "1.1: destinations"): 'webhook'
+-- 1.1: the kind of destination (docs/sql-api.md, table delq.destination): 'webhook'
 -- (delq's signed POST), 'http' (a templated call of the system's own API),
 -- 'sql' (a function in this database, 51_sql_destinations.sql) or 'pull'
 -- (consumers take the work, 52_pull.sql).  Only HTTP kinds have a url.
@@ -104,6 +117,10 @@ ALTER TABLE delq.destination ADD COLUMN IF NOT EXISTS run_as text;
 ALTER TABLE delq.destination ADD COLUMN IF NOT EXISTS consumer text;
 ALTER TABLE delq.destination ADD COLUMN IF NOT EXISTS lease_ms bigint;
 
+-- secrets and header values: delq_admin only (operators read delq.destinations)
+GRANT SELECT ON delq.destination TO delq_admin;
+SELECT pg_catalog.pg_extension_config_dump('delq.destination', '');
+
 -- Which requests go where: a request matches when its routing document
 -- (attributes plus "source" and "reason") contains match.
 CREATE TABLE IF NOT EXISTS delq.route (
@@ -114,6 +131,10 @@ CREATE TABLE IF NOT EXISTS delq.route (
 );
 
 CREATE INDEX IF NOT EXISTS route_destination_idx ON delq.route (destination);
+
+GRANT SELECT ON delq.route TO delq_operator;
+SELECT pg_catalog.pg_extension_config_dump('delq.route', '');
+SELECT pg_catalog.pg_extension_config_dump('delq.route_id_seq', '');
 
 -- One row per (request, destination).  No foreign key to destination:
 -- a dropped destination's history stays readable.
@@ -148,6 +169,10 @@ CREATE TABLE IF NOT EXISTS delq.delivery (
 ALTER TABLE delq.delivery ADD COLUMN IF NOT EXISTS leased_by text;
 CREATE INDEX IF NOT EXISTS delivery_leased_idx ON delq.delivery (webhook_id)
     WHERE leased_by IS NOT NULL;
+
+GRANT SELECT ON delq.delivery TO delq_operator;
+SELECT pg_catalog.pg_extension_config_dump('delq.delivery', '');
+SELECT pg_catalog.pg_extension_config_dump('delq.delivery_id_seq', '');
 
 -- The delivery states (docs/sql-api.md, "Delivery states").  A constraint
 -- of its own, not a column CHECK inside CREATE TABLE: 1.1 added

@@ -15,6 +15,9 @@ CREATE TABLE IF NOT EXISTS delq.event (
 );
 
 CREATE INDEX IF NOT EXISTS event_request_idx ON delq.event (request_id, id);
+GRANT SELECT ON delq.event TO delq_operator;
+SELECT pg_catalog.pg_extension_config_dump('delq.event', '');
+SELECT pg_catalog.pg_extension_config_dump('delq.event_id_seq', '');
 -- BRIN: events are appended in time order, so a block range summary
 -- serves time-range queries at a fraction of a B-tree's cost per insert
 -- (three events per delivery).

@@ -1,5 +1,5 @@
 -- Argument checks shared by the API functions.  Each raises the SQLSTATE
--- of DESIGN.md with a message that names the argument and a hint that
+-- of docs/sql-api.md (the table of SQLSTATEs) with a message that names the argument and a hint that
 -- says what is allowed.  Limits are documented in docs/sql-api.md.
 
 CREATE OR REPLACE FUNCTION delq._not_null(arg text, val anyelement)

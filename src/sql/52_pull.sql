@@ -1,4 +1,4 @@
--- Pull destinations (DESIGN.md "1.1: destinations"; docs/pull.md): their
+-- Pull destinations (docs/pull.md): their
 -- deliveries wait until a consumer (a program, or a person in psql: a
 -- manual destination) takes them with delq.take(), erases, and answers
 -- with delq.ack() or delq.nack().  A taken delivery is 'sending', leased to

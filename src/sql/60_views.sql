@@ -15,6 +15,7 @@ SELECT f.id, f.source, f.external_id, f.status, f.submitted_at, f.due_at,
        coalesce((SELECT jsonb_object_agg(e ->> 'destination', e ->> 'state')
                    FROM jsonb_array_elements(f.deliveries) e), '{}')
   FROM delq.finished f;
+GRANT SELECT ON delq.requests TO delq_submitter;
 
 -- Requests past their deadline that are not completed or rejected.
 CREATE OR REPLACE VIEW delq.overdue AS
@@ -25,6 +26,7 @@ SELECT p.id, p.source, p.external_id, p.status, p.submitted_at, p.due_at,
   FROM delq.pending p
  WHERE p.status IN ('held', 'forwarding', 'failed')
    AND p.due_at < now();
+GRANT SELECT ON delq.overdue TO delq_operator;
 
 -- What an operator must act on: failed requests (no route, or a delivery
 -- failed permanently) and each failed delivery.
@@ -39,6 +41,7 @@ SELECT dl.request_id, dl.destination, 'delivery failed', dl.last_error, dl.last_
        dl.due_at, dl.last_attempt_at
   FROM delq.delivery dl
  WHERE dl.state = 'failed';
+GRANT SELECT ON delq.needs_attention TO delq_operator;
 
 -- Destinations without their secrets: header names only, whether signed.
 CREATE OR REPLACE VIEW delq.destinations AS
@@ -53,3 +56,4 @@ SELECT d.name, d.url, d.enabled, d.confirm,
        -- destination's consumer role and lease
        d.kind, d.sql_function, d.run_as, d.consumer, d.lease_ms
   FROM delq.destination d;
+GRANT SELECT ON delq.destinations TO delq_operator;

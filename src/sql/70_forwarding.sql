@@ -17,13 +17,14 @@ CREATE TABLE IF NOT EXISTS delq.destination_state (
 -- when the breaker last opened (src/sql/75_breaker.sql)
 ALTER TABLE delq.destination_state ADD COLUMN IF NOT EXISTS breaker_opened_at timestamptz;
 
+GRANT SELECT ON delq.destination_state TO delq_operator;
 SELECT pg_catalog.pg_extension_config_dump('delq.destination_state', '');
 
 -- the next retry of each destination (_next_due)
 CREATE INDEX IF NOT EXISTS delivery_next_attempt_idx ON delq.delivery (destination, next_attempt_at)
     WHERE state = 'queued';
 
--- The HTTP body a destination receives (DESIGN.md).  A SQL-standard body
+-- The HTTP body a destination receives (docs/destinations.md, "The request").  A SQL-standard body
 -- (RETURN ...): parsed once at CREATE EXTENSION, so it needs no SET
 -- search_path, and _claim() inlines it instead of calling it per row.
 CREATE OR REPLACE FUNCTION delq._webhook_body(r delq.pending, webhook_id text, confirm text)
@@ -375,3 +376,4 @@ SELECT d.name, d.enabled,
   LEFT JOIN delq.destination_state s ON s.name = d.name
   LEFT JOIN delq.delivery dl ON dl.destination = d.name
  GROUP BY d.name, d.enabled, s.name;
+GRANT SELECT ON delq.destination_health TO delq_operator;

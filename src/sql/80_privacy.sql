@@ -47,6 +47,7 @@ INSERT INTO delq.key (name, secret)
 SELECT k, delq._random_key() FROM unnest(ARRAY['receipt', 'subject']) k
  WHERE NOT EXISTS (SELECT FROM delq.key WHERE key.name = k);
 
+GRANT SELECT ON delq.key TO delq_admin;
 SELECT pg_catalog.pg_extension_config_dump('delq.key', '');
 
 -- The key in use for name; a missing key is an error, never replaced
@@ -301,4 +302,3 @@ AS 'MODULE_PATHNAME', 'delq_guard';
 
 GRANT EXECUTE ON FUNCTION delq.redact(interval), delq.was_erased(text, text), delq.guard()
     TO delq_operator;
-GRANT SELECT ON delq.key TO delq_admin;

@@ -50,6 +50,8 @@ CREATE TABLE IF NOT EXISTS delq.ledger_head (
     hash bytea NOT NULL,
     checkpointed bigint NOT NULL DEFAULT 0
 ) WITH (fillfactor = 80);
+GRANT SELECT ON delq.ledger_head TO delq_operator;
+SELECT pg_catalog.pg_extension_config_dump('delq.ledger_head', '');
 -- No index but the key: every event updates its head, and an index on a
 -- column it changes (events > checkpointed, say) would make each of those
 -- updates write new index entries instead of a HOT update.  The hourly
@@ -58,6 +60,7 @@ CREATE TABLE IF NOT EXISTS delq.ledger_head (
 -- Checkpoints: a chain of their own, each over the heads that moved since
 -- the one before.  Append-only.
 CREATE SEQUENCE IF NOT EXISTS delq.ledger_checkpoint_id_seq;
+SELECT pg_catalog.pg_extension_config_dump('delq.ledger_checkpoint_id_seq', '');
 
 CREATE TABLE IF NOT EXISTS delq.ledger_checkpoint (
     id bigint PRIMARY KEY,
@@ -67,6 +70,8 @@ CREATE TABLE IF NOT EXISTS delq.ledger_checkpoint (
     prev_hash bytea NOT NULL,
     hash bytea NOT NULL
 );
+GRANT SELECT ON delq.ledger_checkpoint TO delq_operator;
+SELECT pg_catalog.pg_extension_config_dump('delq.ledger_checkpoint', '');
 
 CREATE TABLE IF NOT EXISTS delq.ledger_checkpoint_head (
     checkpoint_id bigint NOT NULL,
@@ -78,6 +83,8 @@ CREATE TABLE IF NOT EXISTS delq.ledger_checkpoint_head (
 );
 
 CREATE INDEX IF NOT EXISTS ledger_checkpoint_head_chain_idx ON delq.ledger_checkpoint_head (chain, checkpoint_id);
+GRANT SELECT ON delq.ledger_checkpoint_head TO delq_operator;
+SELECT pg_catalog.pg_extension_config_dump('delq.ledger_checkpoint_head', '');
 
 -- Both checkpoint tables are append-only, like delq.event (also for
 -- replica sessions).
@@ -321,10 +328,4 @@ BEGIN
 END
 $$;
 
-SELECT pg_catalog.pg_extension_config_dump('delq.ledger_head', '');
-SELECT pg_catalog.pg_extension_config_dump('delq.ledger_checkpoint', '');
-SELECT pg_catalog.pg_extension_config_dump('delq.ledger_checkpoint_head', '');
-SELECT pg_catalog.pg_extension_config_dump('delq.ledger_checkpoint_id_seq', '');
-
 GRANT EXECUTE ON FUNCTION delq.ledger_checkpoint(interval), delq.verify_ledger() TO delq_operator;
-GRANT SELECT ON delq.ledger_head, delq.ledger_checkpoint, delq.ledger_checkpoint_head TO delq_operator;

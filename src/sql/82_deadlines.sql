@@ -69,6 +69,7 @@ SELECT p.id, p.source, p.external_id, p.status, p.submitted_at, p.due_at,
    AND p.due_at >= now()
    AND p.due_at < now() + coalesce(nullif(pg_catalog.current_setting('delq.warn_before', true), ''),
                                    '7d')::interval;
+GRANT SELECT ON delq.at_risk TO delq_operator;
 
 -- Which deadline of each request was alerted, and at which level; the
 -- 'at_risk' and 'overdue' events are the permanent record.
@@ -79,6 +80,7 @@ CREATE TABLE IF NOT EXISTS delq.deadline_alert (
     alerted_at timestamptz NOT NULL
 );
 
+GRANT SELECT ON delq.deadline_alert TO delq_operator;
 SELECT pg_catalog.pg_extension_config_dump('delq.deadline_alert', '');
 
 -- Find requests that became at risk or overdue since they were last
@@ -150,4 +152,3 @@ $$;
 
 GRANT EXECUTE ON FUNCTION delq.extend(uuid, interval, text), delq.check_deadlines(integer)
     TO delq_operator;
-GRANT SELECT ON delq.at_risk, delq.deadline_alert TO delq_operator;

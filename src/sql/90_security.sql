@@ -1,5 +1,6 @@
 -- Roles and privileges.  PUBLIC gets nothing.  Each role includes the one
--- below it: delq_admin > delq_operator > delq_submitter.
+-- below it: delq_admin > delq_operator > delq_submitter.  Tables and views
+-- are granted next to their definition; functions here or next to theirs.
 
 REVOKE ALL ON SCHEMA delq FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA delq FROM PUBLIC;
@@ -10,7 +11,6 @@ GRANT USAGE ON SCHEMA delq TO delq_submitter;
 
 -- submitters: file requests and read their status
 GRANT EXECUTE ON FUNCTION delq.submit(text, text, text, jsonb, text, timestamptz) TO delq_submitter;
-GRANT SELECT ON delq.requests TO delq_submitter;
 
 -- operators: act on requests and read everything but secrets
 GRANT EXECUTE ON FUNCTION delq.approve(uuid) TO delq_operator;
@@ -20,10 +20,6 @@ GRANT EXECUTE ON FUNCTION delq.confirm(uuid, text) TO delq_operator;
 GRANT EXECUTE ON FUNCTION delq.archive(interval) TO delq_operator;
 GRANT EXECUTE ON FUNCTION delq.worker_running() TO delq_operator;
 GRANT EXECUTE ON FUNCTION delq.dispatch(integer) TO delq_operator;
-GRANT SELECT ON delq.pending, delq.finished, delq.delivery, delq.event, delq.route,
-                delq.overdue, delq.needs_attention, delq.destinations,
-                delq.destination_health, delq.destination_state
-    TO delq_operator;
 
 -- admins: destinations and routes, including their secrets
 GRANT EXECUTE ON FUNCTION
@@ -35,17 +31,3 @@ GRANT EXECUTE ON FUNCTION
     delq.add_route(text, jsonb),
     delq.drop_route(bigint)
     TO delq_admin;
-GRANT SELECT ON delq.destination TO delq_admin;
-
--- pg_dump must keep the queue and its history: extension tables are
--- otherwise left out of dumps.
-SELECT pg_catalog.pg_extension_config_dump('delq.pending', '');
-SELECT pg_catalog.pg_extension_config_dump('delq.finished', '');
-SELECT pg_catalog.pg_extension_config_dump('delq.request_key', '');
-SELECT pg_catalog.pg_extension_config_dump('delq.destination', '');
-SELECT pg_catalog.pg_extension_config_dump('delq.route', '');
-SELECT pg_catalog.pg_extension_config_dump('delq.delivery', '');
-SELECT pg_catalog.pg_extension_config_dump('delq.event', '');
-SELECT pg_catalog.pg_extension_config_dump('delq.route_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('delq.delivery_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('delq.event_id_seq', '');

@@ -182,7 +182,7 @@ $node->safe_psql('postgres', 'ALTER SYSTEM RESET delq.retry_max; SELECT pg_reloa
 # --- SIGTERM to the launcher alone: still one worker ------------------------
 # The launcher is restarted by the postmaster (bgw_restart_time); the worker
 # its predecessor started keeps running, and the new launcher must not start
-# a second one beside it (DESIGN.md: one worker per cluster).
+# a second one beside it (docs/worker.md: one worker per cluster).
 my $launcher = $node->safe_psql('postgres',
 	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'delq launcher'");
 $wpid = $node->safe_psql('postgres',
