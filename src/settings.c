@@ -128,18 +128,10 @@ delq_define_http_settings(GucContext worker_context)
 							NULL, NULL, NULL);
 }
 
-void
-delq_define_settings(void)
+/* Where the worker runs, and how requests are taken in. */
+static void
+delq_define_request_settings(GucContext worker_context)
 {
-	/*
-	 * The worker reads these only at start, so they are postmaster-level
-	 * when preloaded; in a session that loads delq later (dispatch()),
-	 * PostgreSQL refuses new postmaster-level settings, and they are only
-	 * informative there.
-	 */
-	GucContext	worker_context = process_shared_preload_libraries_in_progress ?
-		PGC_POSTMASTER : PGC_SIGHUP;
-
 	DefineCustomStringVariable("delq.database",
 							   "Database in which the delq worker runs.",
 							   NULL,
@@ -184,7 +176,12 @@ delq_define_settings(void)
 							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);
+}
 
+/* Retries, batches, the circuit breaker and TLS of the forwarding. */
+static void
+delq_define_forwarding_settings(void)
+{
 	DefineCustomIntVariable("delq.retry_base",
 							"First retry delay; doubles with each attempt up to delq.retry_max.",
 							NULL,
@@ -274,7 +271,12 @@ delq_define_settings(void)
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+}
 
+/* Deadlines and minimisation (docs/privacy.md). */
+static void
+delq_define_privacy_settings(void)
+{
 	DefineCustomIntVariable("delq.warn_before",
 							"How long before its deadline an unfinished request counts as at risk.",
 							"Used by the view delq.at_risk and by delq.check_deadlines().",
@@ -301,6 +303,23 @@ delq_define_settings(void)
 							   PGC_SUSET,
 							   0,
 							   NULL, NULL, NULL);
+}
+
+void
+delq_define_settings(void)
+{
+	/*
+	 * The worker reads these only at start, so they are postmaster-level
+	 * when preloaded; in a session that loads delq later (dispatch()),
+	 * PostgreSQL refuses new postmaster-level settings, and they are only
+	 * informative there.
+	 */
+	GucContext	worker_context = process_shared_preload_libraries_in_progress ?
+		PGC_POSTMASTER : PGC_SIGHUP;
+
+	delq_define_request_settings(worker_context);
+	delq_define_forwarding_settings();
+	delq_define_privacy_settings();
 
 	/*
 	 * Read only: which library a session or the server loaded.  The upgrade
