@@ -3,8 +3,8 @@
 #     The Debian package: built from a copy of the tree the way Debian's
 #     PostgreSQL extensions are built (dpkg-buildpackage, pg_buildext through
 #     debian/rules), named postgresql-15-delq at the version of delq.control,
-#     without compiler warnings, holding the library and every extension
-#     script; then extracted (dpkg-deb -x) into a private copy of the
+#     without compiler warnings or lintian complaints, holding the library
+#     and every extension script; then extracted (dpkg-deb -x) into a private copy of the
 #     PostgreSQL installation from which every delq file was removed, so
 #     that only the package's files are used, and smoke-tested there: a
 #     server with delq preloaded, CREATE EXTENSION, a request submitted and
@@ -84,6 +84,13 @@ is(slurp_file("$tmp/src/delq--1.0.sql"), slurp_file("$top/delq--1.0.sql"),
 	'the frozen 1.0 script is packaged as it is');
 like(`dpkg-deb -f '$deb' Depends`, qr/\bpostgresql-15\b.*\blibcurl4\b/s,
 	'it depends on postgresql-15 and libcurl4');
+
+# Debian's own package checker.  Allowed: initial-upload-closes-no-bugs
+# (a first upload to the Debian archive closes its ITP bug; delq is not
+# uploaded there).
+my $lintian = `lintian --info '$deb' 2>&1`;
+my @complaints = grep { /^[EW]: / && !/: initial-upload-closes-no-bugs\b/ } split /\n/, $lintian;
+is(join("\n", @complaints), '', 'lintian finds no error or warning') or diag($lintian);
 
 # --- install into a private PostgreSQL and smoke-test ---------------------
 my $install = copy_install("$tmp/root", without_delq => 1);
