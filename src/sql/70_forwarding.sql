@@ -338,10 +338,31 @@ RETURNS integer
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'delq_dispatch';
 
+-- The bounds of a pass's max_deliveries, for dispatch() and dispatch_pass().
+CREATE OR REPLACE FUNCTION delq._check_max_deliveries(max_deliveries integer)
+RETURNS integer
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM delq._not_null('max_deliveries', max_deliveries);
+    RETURN delq._check_range('max_deliveries', max_deliveries, 1, 1000000);
+END
+$$;
+
 -- One forwarding pass in the calling session: release held requests,
 -- requeue expired leases, send up to max_deliveries due deliveries, wait
--- for their answers and record them.  For installations without the
--- worker (pg_cron: SELECT delq.dispatch()).
+-- for their answers and record them, committing each claim before anything
+-- is sent (src/dispatch.c).  For installations without the worker:
+-- pg_cron runs CALL delq.dispatch_pass().  Not SECURITY DEFINER (a
+-- procedure that commits cannot be): its steps take the owner's identity
+-- and a pinned search_path themselves.
+CREATE OR REPLACE PROCEDURE delq.dispatch_pass(max_deliveries integer DEFAULT 1000)
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'delq_dispatch_pass';
+
+-- The same pass in the caller's statement (deprecated: a session that dies
+-- after a send rolls back the record of it; refused in a transaction block).
 CREATE OR REPLACE FUNCTION delq.dispatch(max_deliveries integer DEFAULT 1000)
 RETURNS integer
 LANGUAGE plpgsql
@@ -349,8 +370,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM delq._not_null('max_deliveries', max_deliveries);
-    PERFORM delq._check_range('max_deliveries', max_deliveries, 1, 1000000);
+    PERFORM delq._check_max_deliveries(max_deliveries);
     RETURN delq._dispatch(max_deliveries);
 END
 $$;

@@ -20,6 +20,8 @@ GRANT EXECUTE ON FUNCTION delq.confirm(uuid, text) TO delq_operator;
 GRANT EXECUTE ON FUNCTION delq.archive(interval) TO delq_operator;
 GRANT EXECUTE ON FUNCTION delq.worker_running() TO delq_operator;
 GRANT EXECUTE ON FUNCTION delq.dispatch(integer) TO delq_operator;
+REVOKE ALL ON PROCEDURE delq.dispatch_pass(integer) FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE delq.dispatch_pass(integer) TO delq_operator;
 
 -- admins: destinations and routes, including their secrets
 GRANT EXECUTE ON FUNCTION

@@ -47,7 +47,7 @@ CREATE TEMP TABLE fn_spec (fn name PRIMARY KEY, level integer NOT NULL,
 INSERT INTO fn_spec VALUES
     ('submit', 1),
     ('approve', 2), ('reject', 2), ('retry', 2), ('confirm', 2), ('archive', 2),
-    ('worker_running', 2), ('dispatch', 2), ('reset_breaker', 2), ('check_consistency', 2),
+    ('worker_running', 2), ('dispatch', 2), ('dispatch_pass', 2), ('reset_breaker', 2), ('check_consistency', 2),
     ('add_destination', 3), ('alter_destination', 3), ('drop_destination', 3),
     ('add_route', 3), ('drop_route', 3),
     ('extend', 2), ('check_deadlines', 2), ('receipt', 2), ('verify_receipt', 2),

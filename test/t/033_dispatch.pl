@@ -5,9 +5,13 @@
 #     session: it returns the deliveries it handled, is bounded by
 #     max_deliveries (and not by a destination's concurrency cap, which only
 #     limits what is in flight at once), retries a 503 in a later pass after
-#     its backoff, and its claims roll back with the caller's transaction
-#     (a resend with the same webhook id, never a loss); argument checks;
-#     then the same driven by real pg_cron (cron.job_run_details).
+#     its backoff; inside a transaction block it is refused (25001: a
+#     rollback would undo the record of what it sent, issue 9); argument
+#     checks.  CALL delq.dispatch_pass() commits each claim before sending:
+#     a session killed while its webhook is in flight leaves the delivery
+#     'sending', attempted, so reject() refuses and the lease brings it back
+#     (issue 10); it too is refused in a transaction block.  Then the same
+#     driven by real pg_cron (cron.job_run_details) with CALL.
 #
 #     The pg_cron node is set up first and its job scheduled, so that a
 #     minute-granular pg_cron (before 1.5, e.g. Debian 12's 1.4.2, which
@@ -43,14 +47,14 @@ $cron->safe_psql('postgres',
 my $cron_version = $cron->safe_psql('postgres',
 	"SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'");
 my ($ret, $out, $err) = $cron->psql('postgres',
-	"SELECT cron.schedule('delq', '1 second', 'SELECT delq.dispatch()')");
+	"SELECT cron.schedule('delq', '1 second', 'CALL delq.dispatch_pass()')");
 my $cron_every_second = $ret == 0;
 my $cron_wait = 30;
 unless ($cron_every_second)
 {
 	note "pg_cron $cron_version has no second schedules ($err): every minute instead";
 	$cron->safe_psql('postgres',
-		"SELECT cron.schedule('delq', '* * * * *', 'SELECT delq.dispatch()')");
+		"SELECT cron.schedule('delq', '* * * * *', 'CALL delq.dispatch_pass()')");
 	$cron_wait = 90;
 }
 $cron->safe_psql('postgres',
@@ -144,24 +148,76 @@ for (1 .. 10)
 	last if $node->safe_psql('postgres', 'SELECT delq.dispatch()') eq '0';
 }
 
-# --- the caller's transaction owns the claims --------------------------------
+# --- not inside a transaction block --------------------------------------
 my $rb_id = $node->safe_psql('postgres', "SELECT delq.submit('rollback-user', 'app')");
 $before = $sink->count;
-$node->safe_psql('postgres', 'BEGIN; SELECT delq.dispatch(); ROLLBACK;');
-is($sink->count - $before, 2, 'a pass that rolls back has sent 2 webhooks');
-is( $node->safe_psql('postgres',
-		"SELECT string_agg(state || ':' || attempts, ',') FROM delq.delivery
-		  WHERE request_id = '$rb_id'"),
-	'queued:0,queued:0', '... but its claims and outcomes rolled back');
-is($node->safe_psql('postgres', 'SELECT delq.dispatch()'), '2', 'the next pass sends again');
-is($node->safe_psql('postgres', "SELECT status FROM delq.pending WHERE id = '$rb_id'"),
-	'completed', '... and completes the request');
-my @ids = split /\n/, $node->safe_psql('postgres',
-	"SELECT webhook_id FROM delq.delivery WHERE request_id = '$rb_id'");
-for my $id (@ids)
 {
-	is(scalar(grep { $_->{headers}{'webhook-id'} eq $id } $sink->requests),
-		2, "webhook $id was resent with the same id");
+	my ($rc, $o, $e) = $node->psql('postgres',
+		"\\set VERBOSITY verbose\nBEGIN; SELECT delq.dispatch(); ROLLBACK;");
+	like($e, qr/ERROR:  25001: delq.dispatch\(\) cannot run inside a transaction block/,
+		'dispatch() in a transaction block: 25001');
+	like($e, qr/HINT:  Run CALL delq.dispatch_pass\(\)/, '... with a hint');
+	($rc, $o, $e) = $node->psql('postgres',
+		"\\set VERBOSITY verbose\nBEGIN; CALL delq.dispatch_pass(); COMMIT;");
+	like($e, qr/ERROR:  25001: delq.dispatch_pass\(\) cannot run inside a transaction block/,
+		'dispatch_pass() in a transaction block: 25001');
+	is($sink->count - $before, 0, 'the refused calls sent nothing');
+	($rc, $o, $e) = $node->psql('postgres', 'SELECT delq.dispatch()');
+	is($o, '2', 'SELECT delq.dispatch() on its own still works');
+	like($e, qr/NOTICE:  delq.dispatch\(\) is deprecated/, '... and says it is deprecated');
+	is($node->safe_psql('postgres', "SELECT status FROM delq.pending WHERE id = '$rb_id'"),
+		'completed', '... and completes the request');
+}
+
+# --- dispatch_pass commits each claim before sending ------------------------
+{
+	for my $case ([ 'NULL', '22004' ], [ '0', '22023' ])
+	{
+		my ($arg, $state) = @$case;
+		my ($rc, $o, $e) = $node->psql('postgres',
+			"\\set VERBOSITY verbose\nCALL delq.dispatch_pass($arg)");
+		like($e, qr/ERROR:  $state: .*max_deliveries/, "dispatch_pass($arg): $state naming max_deliveries");
+	}
+	$sink->control('slowpass', { delay_ms => 6000 });
+	$node->safe_psql('postgres',
+		"SELECT delq.add_destination('slowpass', '" . $sink->url('slowpass', '/hook') . "');
+		 SELECT delq.add_route('slowpass', '{\"to\": \"slowpass\"}');");
+	my $sp = $node->safe_psql('postgres',
+		"SELECT delq.submit('slow-sally', 'app', attributes => '{\"to\": \"slowpass\"}')");
+	my ($in, $out, $err) = ('', '', '');
+	my $h = IPC::Run::start(
+		[ 'psql', '-X', '-h', $node->host, '-p', $node->port, '-d', 'postgres',
+		  '-c', "SET application_name = 'the_pass'", '-c', 'CALL delq.dispatch_pass()' ],
+		'<', \$in, '>', \$out, '2>', \$err);
+	ok(poll_until($node, "SELECT count(*) > 0 FROM delq.delivery WHERE request_id = '$sp'
+	                        AND destination = 'slowpass' AND state = 'sending'", 't', 15),
+		'the pass claimed the slow delivery');
+	ok($sink->wait_requests('slowpass', 1, 15), 'and sent it');
+	is( $node->safe_psql('postgres',
+			"SELECT state || ':' || attempts FROM delq.delivery
+			  WHERE request_id = '$sp' AND destination = 'slowpass'"),
+		'sending:1', 'while it is in flight, the claim is committed: sending, attempt 1');
+	$node->safe_psql('postgres',
+		"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'the_pass'");
+	$h->finish;
+	is( $node->safe_psql('postgres',
+			"SELECT state || ':' || attempts FROM delq.delivery
+			  WHERE request_id = '$sp' AND destination = 'slowpass'"),
+		'sending:1', 'the session was killed mid-flight: the send is still on record');
+	my ($rc, $o, $e) = $node->psql('postgres', "SELECT delq.reject('$sp', 'too late')");
+	like($e, qr/has already been sent to/, 'so reject() refuses: the destination may have it');
+	$sink->control('slowpass', { status => 200 });
+	$node->safe_psql('postgres',
+		"UPDATE delq.delivery SET lease_until = now() WHERE request_id = '$sp' AND state = 'sending'");
+	$node->safe_psql('postgres', 'CALL delq.dispatch_pass()');
+	is( $node->safe_psql('postgres',
+			"SELECT state || ':' || attempts FROM delq.delivery
+			  WHERE request_id = '$sp' AND destination = 'slowpass'"),
+		'confirmed:2', 'the next pass requeued the expired lease and sent it again');
+	my @r = $sink->requests('slowpass');
+	is($r[0]{headers}{'webhook-id'}, $r[-1]{headers}{'webhook-id'}, '... with the same webhook id');
+	$node->safe_psql('postgres', "SELECT delq.alter_destination('slowpass', enabled => false)");
+	$node->safe_psql('postgres', 'CALL delq.dispatch_pass()');
 }
 
 # --- a 503 is retried by a later pass, after its backoff ---------------------
@@ -228,8 +284,8 @@ cmp_ok(
 	$cron->safe_psql('postgres',
 		"SELECT count(*) FROM cron.job_run_details r JOIN cron.job j USING (jobid)
 		  WHERE j.jobname = 'delq' AND r.status = 'succeeded'
-		    AND r.command = 'SELECT delq.dispatch()'"),
-	'>=', 1, 'cron.job_run_details shows succeeded runs of SELECT delq.dispatch()');
+		    AND r.command = 'CALL delq.dispatch_pass()'"),
+	'>=', 1, 'cron.job_run_details shows succeeded runs of CALL delq.dispatch_pass()');
 is( $cron->safe_psql('postgres',
 		"SELECT count(*) FROM cron.job_run_details WHERE status = 'failed'"),
 	'0', 'and no failed runs');
