@@ -6,7 +6,9 @@
 #     requests, a request queued behind an open circuit breaker, and issued
 #     receipts.  Then the new package's files replace 1.0's (renamed into
 #     place, as dpkg does); ALTER EXTENSION delq UPDATE refuses while the
-#     server still runs 1.0's library; the server restarts (the in-flight
+#     server still runs 1.0's library (and, on a server without preloading,
+#     in a session that loaded it, while a new session updates); the server
+#     restarts (the in-flight
 #     transfer is cut); the new worker waits for the update; the update
 #     runs; the same worker carries on.
 #
@@ -172,6 +174,16 @@ is(scalar(split /\n/, $before{requests}), 10, 'ten requests before the upgrade')
 is(sql($redacted), '0', 'the archived subjects are redacted');
 my %sent_before = map { $_ => $sink->count($_) } qw(ok fail brk slow);
 
+# A second server without shared_preload_libraries (delq.dispatch() from
+# pg_cron): its sessions load the library when they first call into it, and
+# a session that loaded 1.0's keeps it.
+my $plain = PostgreSQL::Test::Cluster->new('plain', install_path => $install);
+$plain->init;
+$plain->start;
+$plain->safe_psql('postgres', 'CREATE EXTENSION delq');
+my $old_session = $plain->background_psql('postgres', on_error_stop => 0);
+$old_session->query_safe("SELECT delq.submit('pat\@example.com', 'upgrade')");
+
 # --- the new package's files ---------------------------------------------------
 # As dpkg unpacks: each file written beside its target, then renamed over
 # it, so running processes keep the old library they have mapped.
@@ -198,6 +210,19 @@ like($err, qr/the delq library loaded in this session is version 1\.0, not \Q$cu
 	'... saying which library is loaded');
 like($err, qr/HINT:  .*restart PostgreSQL/, '... with a hint to restart');
 is(sql("SELECT extversion FROM pg_extension WHERE extname = 'delq'"), '1.0', '... and nothing changed');
+
+# Without preloading: the session that loaded 1.0's library is refused too;
+# a new session loads the new library and updates.
+$old_session->query('ALTER EXTENSION delq UPDATE');
+like($old_session->{stderr}, qr/the delq library loaded in this session is version 1\.0.*HINT:  .*open a new session/s,
+	'without preloading, a session that loaded 1.0\'s library is refused, with a hint to reconnect');
+$old_session->quit;
+$plain->safe_psql('postgres', 'ALTER EXTENSION delq UPDATE');
+is($plain->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extname = 'delq'"),
+	$current, '... and a new session updates');
+is($plain->safe_psql('postgres', 'SELECT count(*) FROM delq.verify_ledger()'), '0',
+	'... with its ledger intact');
+$plain->stop;
 
 # --- restart: the new library, the schema still 1.0 --------------------------
 my $offset = -s $node->logfile;
