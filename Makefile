@@ -3,6 +3,7 @@
 #   make && make install      build and install (install needs root)
 #   make test                 install what is missing, build, run every suite
 #   make demo                 a throwaway cluster with requests flowing
+#   make indent               lay out the C code as pgindent does (tools/pgindent)
 #
 # Extension scripts (docs/upgrading.md):
 #   delq--1.0.sql        1.0 as it shipped, frozen (committed, never rebuilt)
@@ -70,6 +71,17 @@ delq--1.1.sql: $(SQL_PARTS)
 
 delq--1.0--1.1.sql: $(srcdir)/src/sql/upgrade/1.0--1.1-before.sql $(SQL_BODY) $(srcdir)/src/sql/upgrade/1.0--1.1-after.sql
 	cat $^ > $@
+
+.PHONY: indent indent-check typedefs
+# C layout as PostgreSQL's pgindent makes it (tools/pgindent; needs Debian's
+# pg-bsd-indent and universal-ctags).  indent-check changes nothing and
+# fails when a file would change.
+typedefs:
+	PG_CONFIG=$(PG_CONFIG) tools/typedefs
+indent: typedefs
+	tools/pgindent
+indent-check: typedefs
+	CHECK=1 tools/pgindent
 
 .PHONY: test demo
 test:

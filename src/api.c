@@ -63,10 +63,12 @@ typedef enum DelqParam
 typedef struct DelqRoute
 {
 	const char *method;
-	const char *pattern;		/* as in the OpenAPI document; "{x}" is one segment */
+	const char *pattern;		/* as in the OpenAPI document; "{x}" is one
+								 * segment */
 	DelqAuth	auth;
 	const char *content_type;	/* of a successful answer */
-	const char *sql;			/* returns (status int, body text, location text) */
+	const char *sql;			/* returns (status int, body text, location
+								 * text) */
 	DelqParam	params[DELQ_MAX_PARAMS];
 } DelqRoute;
 

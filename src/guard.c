@@ -65,10 +65,10 @@ column_text(HeapTuple tuple, TupleDesc desc, int attnum)
 static bool
 erased(text *value, const char *source)
 {
+	LOCAL_FCINFO(fcinfo, 2);
 	Oid			argtypes[2] = {TEXTOID, TEXTOID};
 	Oid			fn;
 	FmgrInfo	flinfo;
-	LOCAL_FCINFO(fcinfo, 2);
 	Datum		result;
 
 	/* by catalog, not by name: a name lookup checks USAGE on schema delq */
@@ -167,8 +167,8 @@ delq_guard(PG_FUNCTION_ARGS)
 	{
 		/*
 		 * The failing statement holds the value: keep it out of the server
-		 * log.  A SET clause would need the caller to be allowed to set
-		 * this superuser setting; the error's abort undoes it.
+		 * log.  A SET clause would need the caller to be allowed to set this
+		 * superuser setting; the error's abort undoes it.
 		 */
 		(void) set_config_option("log_min_error_statement", "panic",
 								 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,

@@ -206,6 +206,13 @@ header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 	return len;
 }
 
+/* The most response bytes a request reads. */
+static size_t
+response_max(DelqHttpRequest *req)
+{
+	return req->max_response > 0 ? req->max_response : DELQ_HTTP_RESPONSE_MAX;
+}
+
 /*
  * CURLOPT_WRITEFUNCTION: keep what the caller has room for, count the
  * rest, and abort an answer larger than the request allows.
@@ -216,11 +223,9 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	DelqConn   *conn = (DelqConn *) userdata;
 	DelqHttpRequest *req = conn->req;
 	size_t		len = size * nmemb;
-	size_t		max = req->max_response > 0 ?
-		req->max_response : DELQ_HTTP_RESPONSE_MAX;
 	size_t		room = req->response_size - req->response_len;
 
-	if (conn->received + len > max)
+	if (conn->received + len > response_max(req))
 	{
 		conn->too_large = true;
 		return 0;				/* curl fails with CURLE_WRITE_ERROR */
@@ -534,12 +539,13 @@ setup_easy(DelqConn *conn, DelqHttpRequest *req)
 {
 	CURL	   *easy = conn->easy;
 	CURLcode	rc = CURLE_OK;
-	long		timeout = req->timeout_ms > 0 ?
-		req->timeout_ms : DELQ_HTTP_DEFAULT_TIMEOUT_MS;
-	long		connect_timeout = req->connect_timeout_ms > 0 ?
-		req->connect_timeout_ms : DELQ_HTTP_DEFAULT_CONNECT_MS;
-	curl_off_t	max = req->max_response > 0 ?
-		req->max_response : DELQ_HTTP_RESPONSE_MAX;
+	long		timeout = DELQ_HTTP_DEFAULT_TIMEOUT_MS;
+	long		connect_timeout = DELQ_HTTP_DEFAULT_CONNECT_MS;
+
+	if (req->timeout_ms > 0)
+		timeout = req->timeout_ms;
+	if (req->connect_timeout_ms > 0)
+		connect_timeout = req->connect_timeout_ms;
 
 	SETOPT(CURLOPT_PRIVATE, conn);
 	SETOPT(CURLOPT_ERRORBUFFER, conn->errbuf);
@@ -583,7 +589,7 @@ setup_easy(DelqConn *conn, DelqHttpRequest *req)
 	}
 	if (req->client_key)
 		SETOPT(CURLOPT_SSLKEY, req->client_key);
-	SETOPT(CURLOPT_MAXFILESIZE_LARGE, max);
+	SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) response_max(req));
 	SETOPT(CURLOPT_WRITEFUNCTION, write_cb);
 	SETOPT(CURLOPT_WRITEDATA, conn);
 	SETOPT(CURLOPT_HEADERFUNCTION, header_cb);
@@ -743,15 +749,14 @@ record_result(DelqConn *conn, CURLcode result)
 	{
 		req->result = DELQ_HTTP_TOO_LARGE;
 		snprintf(req->error, sizeof(req->error),
-				 "response larger than %zu bytes, not read",
-				 req->max_response > 0 ?
-				 req->max_response : (size_t) DELQ_HTTP_RESPONSE_MAX);
+				 "response larger than %zu bytes, not read", response_max(req));
 	}
 	else if (result != CURLE_OK)
 	{
-		const char *msg = conn->errbuf[0] ? conn->errbuf :
-			curl_easy_strerror(result);
+		const char *msg = conn->errbuf;
 
+		if (msg[0] == '\0')
+			msg = curl_easy_strerror(result);
 		req->result = transport_result(result);
 		delq_http_safe_text(req->error, sizeof(req->error), msg, strlen(msg));
 	}

@@ -42,8 +42,7 @@ typedef enum DelqHttpResult
 								 * another try may work */
 	DELQ_HTTP_REFUSED			/* cannot be sent as configured (URL, scheme,
 								 * local TLS files, a header line break, or
-								 * prepare's error): another try will not
-								 * work */
+								 * prepare's error): another try will not work */
 } DelqHttpResult;
 
 typedef struct DelqHttpRequest DelqHttpRequest;

@@ -216,9 +216,11 @@ static bool
 refuse_early(struct MHD_Connection *conn, DelqHttpCall *call)
 {
 	const char *length = delq_http_header(call, "content-length");
-	const union MHD_ConnectionInfo *info =
-		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-	DelqConn   *c = info ? info->socket_context : NULL;
+	const union MHD_ConnectionInfo *info;
+	DelqConn   *c;
+
+	info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	c = info ? info->socket_context : NULL;
 
 	if (nconns > delq_http_max_connections)
 	{
@@ -309,9 +311,9 @@ connection_event(void *cls, struct MHD_Connection *conn, void **socket_context,
 	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
 	{
 		DelqConn   *c = MemoryContextAlloc(TopMemoryContext, sizeof(DelqConn));
-		const union MHD_ConnectionInfo *info =
-			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		const union MHD_ConnectionInfo *info;
 
+		info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 		c->fd = info ? info->connect_fd : -1;
 		c->started = GetCurrentTimestamp();
 		c->client[0] = '\0';
@@ -520,8 +522,12 @@ serve_once(struct MHD_Daemon *d, MemoryContext loop_cxt)
 	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	for (i = 0; i <= max_fd; i++)
 	{
-		uint32		ev = (FD_ISSET(i, &rs) ? WL_SOCKET_READABLE : 0) |
-			(FD_ISSET(i, &ws) ? WL_SOCKET_WRITEABLE : 0);
+		uint32		ev = 0;
+
+		if (FD_ISSET(i, &rs))
+			ev |= WL_SOCKET_READABLE;
+		if (FD_ISSET(i, &ws))
+			ev |= WL_SOCKET_WRITEABLE;
 
 		if (ev != 0)
 			AddWaitEventToSet(set, ev, i, NULL, NULL);

@@ -309,13 +309,15 @@ void
 delq_define_settings(void)
 {
 	/*
-	 * The worker reads these only at start, so they are postmaster-level
-	 * when preloaded; in a session that loads delq later (dispatch()),
-	 * PostgreSQL refuses new postmaster-level settings, and they are only
-	 * informative there.
+	 * The worker reads these only at start, so they are postmaster-level when
+	 * preloaded; in a session that loads delq later (dispatch()), PostgreSQL
+	 * refuses new postmaster-level settings, and they are only informative
+	 * there.
 	 */
-	GucContext	worker_context = process_shared_preload_libraries_in_progress ?
-		PGC_POSTMASTER : PGC_SIGHUP;
+	GucContext	worker_context = PGC_SIGHUP;
+
+	if (process_shared_preload_libraries_in_progress)
+		worker_context = PGC_POSTMASTER;
 
 	delq_define_request_settings(worker_context);
 	delq_define_forwarding_settings();

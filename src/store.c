@@ -49,7 +49,7 @@ static DelqStatement statements[PLAN_COUNT] = {
 	[PLAN_CLAIM] = {"SELECT * FROM delq._claim($1)", 1, {INT4OID}},
 	/* the arguments are described next to delq._record (70_forwarding.sql) */
 	[PLAN_RECORD] = {"SELECT delq._record($1, $2, $3, $4, $5, $6, $7)", 7,
-	{INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		{INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 	INT4ARRAYOID, BOOLARRAYOID}},
 	[PLAN_REQUEUE] = {"SELECT delq._requeue_stale($1)", 1, {BOOLOID}},
 	[PLAN_RELEASE] = {"SELECT delq._release_held($1)", 1, {INT4OID}},

@@ -300,10 +300,11 @@ end_step(void)
 {
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+
 	/*
 	 * A background worker flushes its statistics itself: without this,
-	 * autovacuum never hears of the rows the worker updates.  At most once
-	 * a second (not forced).
+	 * autovacuum never hears of the rows the worker updates.  At most once a
+	 * second (not forced).
 	 */
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -497,10 +498,10 @@ delq_worker_main(Datum arg)
 	pgstat_report_appname("delq worker");
 
 	/*
-	 * The worker runs as a superuser (or the extension's owner): no
-	 * ALTER DATABASE or ALTER ROLE ... SET search_path may decide what the
-	 * names in its queries mean (issue 9; docs/security.md).  An override
-	 * outranks every other source, a reload of the configuration included.
+	 * The worker runs as a superuser (or the extension's owner): no ALTER
+	 * DATABASE or ALTER ROLE ... SET search_path may decide what the names in
+	 * its queries mean (issue 9; docs/security.md).  An override outranks
+	 * every other source, a reload of the configuration included.
 	 */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
