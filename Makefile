@@ -21,6 +21,7 @@ OBJS = \
 	src/signing.o \
 	src/httpclient.o \
 	src/webhook.o \
+	src/template.o \
 	src/store.o \
 	src/upkeep.o \
 	src/worker.o \

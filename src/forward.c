@@ -21,20 +21,27 @@
 #include "forward.h"
 #include "settings.h"
 #include "store.h"
+#include "template.h"
 
-/* The client hands back a finished request: queue its outcome for recording. */
+/* Queue a finished transfer's outcome for recording. */
 static void
-transfer_done(DelqHttpRequest *req, void *arg)
+queue_done(DelqForwarder *fw, DelqTransfer *t)
 {
-	DelqForwarder *fw = (DelqForwarder *) arg;
-	DelqTransfer *t = delq_webhook_finish(req);
-
 	if (fw->ndone == fw->done_size)
 	{
 		fw->done_size *= 2;
 		fw->done = repalloc(fw->done, sizeof(DelqTransfer *) * fw->done_size);
 	}
 	fw->done[fw->ndone++] = t;
+}
+
+/* The client hands back a finished request. */
+static void
+transfer_done(DelqHttpRequest *req, void *arg)
+{
+	DelqForwarder *fw = (DelqForwarder *) arg;
+
+	queue_done(fw, delq_webhook_finish(req));
 	fw->running--;
 }
 
@@ -72,7 +79,20 @@ delq_forwarder_claim(DelqForwarder *fw, int max)
 	{
 		if (claimed[i]->req.ca_file == NULL && delq_ca_file[0] != '\0')
 			claimed[i]->req.ca_file = delq_ca_file;
-		delq_webhook_start(fw->http, claimed[i]);
+		if (claimed[i]->render_error != NULL)
+		{
+			/* a template that cannot be rendered: nothing to send */
+			claimed[i]->outcome = DELQ_OUTCOME_FAILED;
+			claimed[i]->retry_after_s = -1;
+			strlcpy(claimed[i]->error, claimed[i]->render_error,
+					sizeof(claimed[i]->error));
+			queue_done(fw, claimed[i]);
+			continue;
+		}
+		if (claimed[i]->method != NULL)
+			delq_template_start(fw->http, claimed[i]);
+		else
+			delq_webhook_start(fw->http, claimed[i]);
 		fw->running++;
 	}
 	if (claimed)

@@ -34,11 +34,13 @@
 #include "utils/timestamp.h"
 
 #include "store.h"
+#include "template.h"
 
 typedef enum DelqPlan
 {
 	PLAN_CLAIM,
 	PLAN_RECORD,
+	PLAN_RECORD_STEP,
 	PLAN_REQUEUE,
 	PLAN_RELEASE,
 	PLAN_NEXT_DUE,
@@ -51,6 +53,8 @@ static DelqStatement statements[PLAN_COUNT] = {
 	[PLAN_RECORD] = {"SELECT delq._record($1, $2, $3, $4, $5, $6, $7)", 7,
 		{INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 	INT4ARRAYOID, BOOLARRAYOID}},
+	[PLAN_RECORD_STEP] = {"SELECT delq._record_step($1, $2, $3, $4, $5, $6)", 6,
+	{INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID}},
 	[PLAN_REQUEUE] = {"SELECT delq._requeue_stale($1)", 1, {BOOLOID}},
 	[PLAN_RELEASE] = {"SELECT delq._release_held($1)", 1, {INT4OID}},
 	[PLAN_NEXT_DUE] = {"SELECT delq._next_due()", 0, {InvalidOid}},
@@ -115,6 +119,8 @@ typedef struct ClaimColumns
 	int			client_cert;
 	int			client_key;
 	int			body;
+	int			method;
+	int			render_error;
 } ClaimColumns;
 
 /* The number of the result column called name; an error if it is missing. */
@@ -142,6 +148,8 @@ claim_columns(TupleDesc desc, ClaimColumns *c)
 	c->client_cert = column(desc, "client_cert");
 	c->client_key = column(desc, "client_key");
 	c->body = column(desc, "body");
+	c->method = column(desc, "method");
+	c->render_error = column(desc, "render_error");
 }
 
 /* Column col of the current claim row as a string in cxt, or NULL. */
@@ -222,6 +230,8 @@ delq_store_claim(int max_rows, MemoryContext parent, DelqTransfer ***transfers)
 		t->req.client_cert = claim_text(tup, desc, c.client_cert, cxt);
 		t->req.client_key = claim_text(tup, desc, c.client_key, cxt);
 		t->body = claim_text(tup, desc, c.body, cxt);
+		t->method = claim_text(tup, desc, c.method, cxt);
+		t->render_error = claim_text(tup, desc, c.render_error, cxt);
 		t->user = cxt;
 		t->retry_after_s = -1;
 		(*transfers)[i] = t;
@@ -244,8 +254,62 @@ outcome_name(DelqTransferOutcome outcome)
 	}
 }
 
+/* Whether a transfer is a templated destination's step (src/template.c). */
+static bool
+is_step(DelqTransfer *t)
+{
+	return t->method != NULL || t->render_error != NULL;
+}
+
+/*
+ * Templated steps' outcomes, with their answers' bodies, through
+ * delq._record_step (src/sql/72_steps.sql), which decides what each answer
+ * means for its delivery.
+ */
 static void
-record_batch(DelqTransfer **done, int n)
+record_steps(DelqTransfer **done, int n)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *statuses = palloc(sizeof(Datum) * n);
+	Datum	   *outcomes = palloc(sizeof(Datum) * n);
+	Datum	   *errors = palloc(sizeof(Datum) * n);
+	Datum	   *retry_after = palloc(sizeof(Datum) * n);
+	Datum	   *bodies = palloc(sizeof(Datum) * n);
+	bool	   *nobody = palloc0(sizeof(bool) * n);
+	int			dims[1];
+	int			lbs[1];
+	Datum		args[6];
+
+	for (int i = 0; i < n; i++)
+	{
+		char	   *body = delq_template_body(done[i]);
+
+		ids[i] = Int64GetDatum(done[i]->delivery_id);
+		statuses[i] = Int32GetDatum(done[i]->http_status);
+		outcomes[i] = CStringGetTextDatum(outcome_name(done[i]->outcome));
+		errors[i] = CStringGetTextDatum(done[i]->error);
+		retry_after[i] = Int32GetDatum(done[i]->retry_after_s);
+		nobody[i] = (body == NULL);
+		bodies[i] = body ? CStringGetTextDatum(body) : (Datum) 0;
+	}
+	dims[0] = n;
+	lbs[0] = 1;
+	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[1] = PointerGetDatum(construct_array(statuses, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[2] = PointerGetDatum(construct_array(outcomes, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[3] = PointerGetDatum(construct_array(errors, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[4] = PointerGetDatum(construct_array(retry_after, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[5] = PointerGetDatum(construct_md_array(bodies, nobody, 1, dims, lbs, TEXTOID,
+												 -1, false, TYPALIGN_INT));
+
+	SPI_connect();
+	run_plan(PLAN_RECORD_STEP, args, SPI_OK_SELECT);
+	SPI_finish();
+}
+
+/* Webhooks' outcomes through delq._record (src/sql/70_forwarding.sql). */
+static void
+record_webhooks(DelqTransfer **done, int n)
 {
 	Datum	   *ids = palloc(sizeof(Datum) * n);
 	Datum	   *outcomes = palloc(sizeof(Datum) * n);
@@ -277,6 +341,27 @@ record_batch(DelqTransfer **done, int n)
 	SPI_connect();
 	run_plan(PLAN_RECORD, args, SPI_OK_SELECT);
 	SPI_finish();
+}
+
+/* Record n outcomes: webhooks with one statement, templated steps with another. */
+static void
+record_batch(DelqTransfer **done, int n)
+{
+	DelqTransfer **some = palloc(sizeof(DelqTransfer *) * n);
+
+	for (int steps = 0; steps <= 1; steps++)
+	{
+		int			k = 0;
+
+		for (int i = 0; i < n; i++)
+			if (is_step(done[i]) == (steps == 1))
+				some[k++] = done[i];
+		if (k > 0 && steps)
+			record_steps(some, k);
+		else if (k > 0)
+			record_webhooks(some, k);
+	}
+	pfree(some);
 }
 
 /*

@@ -79,9 +79,10 @@ parse_retry_after(const char *value)
 /*
  * DelqHttpHeader: remember Retry-After of the final response (a new status
  * line forgets what an interim response said).  Runs inside libcurl.
+ * Templated requests (src/template.c) use it too.
  */
-static void
-webhook_header(DelqHttpRequest *req, const char *name, size_t namelen,
+void
+delq_webhook_header(DelqHttpRequest *req, const char *name, size_t namelen,
 			   const char *value, size_t valuelen)
 {
 	DelqTransfer *xfer = (DelqTransfer *) req;
@@ -166,7 +167,7 @@ delq_webhook_start(DelqHttp *http, DelqTransfer *xfer)
 	xfer->req.response_size = sizeof(xfer->excerpt);
 	xfer->req.max_response = DELQ_HTTP_RESPONSE_MAX;
 	xfer->req.prepare = webhook_prepare;
-	xfer->req.header = webhook_header;
+	xfer->req.header = delq_webhook_header;
 	xfer->outcome = DELQ_OUTCOME_PENDING;
 	xfer->http_status = 0;
 	xfer->retry_after_s = -1;

@@ -41,6 +41,14 @@ typedef struct DelqTransfer
 	const char *secret;			/* "whsec_<base64>" or NULL: no signature */
 	void	   *user;			/* for the caller */
 
+	/*
+	 * A templated destination's step (src/template.c): its method, or NULL
+	 * for a webhook; render_error when the step could not be rendered (the
+	 * request is then not sent).
+	 */
+	const char *method;
+	const char *render_error;
+
 	/* --- output: set by delq_webhook_finish --- */
 	DelqTransferOutcome outcome;
 	int			http_status;	/* 0 when no HTTP answer arrived */
@@ -69,6 +77,10 @@ extern void delq_webhook_start(DelqHttp *http, DelqTransfer *xfer);
  * the transfer.  Never throws.
  */
 extern DelqTransfer *delq_webhook_finish(DelqHttpRequest *req);
+
+/* DelqHttpHeader that keeps Retry-After in DelqTransfer.retry_after_s. */
+extern void delq_webhook_header(DelqHttpRequest *req, const char *name, size_t namelen,
+								const char *value, size_t valuelen);
 
 /* What an HTTP status means for a delivery (docs/delivery.md). */
 extern DelqTransferOutcome delq_webhook_classify(int http_status);

@@ -454,7 +454,8 @@ forwarding_loop(DelqForwarder *fw)
 			last_turn = now;
 		}
 
-		if (claim_now && fw->running < delq_max_in_flight)
+		/* outcomes not sent at all (a template's render error) are waiting too */
+		if ((claim_now && fw->running < delq_max_in_flight) || fw->ndone > 0)
 			timeout = 0;
 		else
 			timeout = Max(ms_until(Min(next_look, next_upkeep)), 0);

@@ -116,6 +116,10 @@ ALTER TABLE delq.destination ADD COLUMN IF NOT EXISTS run_as text;
 -- taken delivery is theirs
 ALTER TABLE delq.destination ADD COLUMN IF NOT EXISTS consumer text;
 ALTER TABLE delq.destination ADD COLUMN IF NOT EXISTS lease_ms bigint;
+-- 1.1: templated HTTP destinations (docs/connectors.md).  request NULL: a
+-- webhook destination.  credentials are secrets, like secret.
+ALTER TABLE delq.destination ADD COLUMN IF NOT EXISTS request jsonb;
+ALTER TABLE delq.destination ADD COLUMN IF NOT EXISTS credentials jsonb;
 
 -- secrets and header values: delq_admin only (operators read delq.destinations)
 GRANT SELECT ON delq.destination TO delq_admin;

@@ -26,15 +26,19 @@ $$;
 
 -- Apply options to a destination row and check the result; shared by
 -- add_destination (on a fresh row) and alter_destination (on the stored
--- one), and by the other kinds' add functions.  Only HTTP kinds have a url.  NULL keeps a value; '' (secret, TLS paths), 0 (max_attempts) and
--- '0' (retry_base, retry_max) return to the default.
+-- one), and by the other kinds' add functions.  Only HTTP kinds have a url;
+-- a request template (docs/connectors.md) makes a webhook destination
+-- 'http', and its removal makes it a webhook again.  NULL keeps a value;
+-- '' (secret, TLS paths), 0 (max_attempts), '0' (retry_base, retry_max),
+-- 'null' (request) and '{}' (credentials) return to the default.
 CREATE OR REPLACE FUNCTION delq._merge_destination(d delq.destination, url text, headers jsonb,
                                         secret text, timeout interval,
                                         connect_timeout interval, max_attempts integer,
                                         concurrency integer, confirm text,
                                         retry_base interval, retry_max interval,
                                         enabled boolean, ca_file text, client_cert text,
-                                        client_key text)
+                                        client_key text, request jsonb DEFAULT NULL,
+                                        credentials jsonb DEFAULT NULL)
 RETURNS delq.destination
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -91,6 +95,30 @@ BEGIN
         PERFORM delq._invalid('client_cert', 'and client_key must be given together',
                               'Pass both the client certificate and its key, or neither.');
     END IF;
+    d.request := CASE WHEN request = 'null'::jsonb THEN NULL ELSE coalesce(request, d.request) END;
+    d.credentials := delq._check_credentials(
+        CASE WHEN credentials = '{}'::jsonb THEN NULL ELSE coalesce(credentials, d.credentials) END);
+    IF d.kind IN ('sql', 'pull') AND d.request IS NOT NULL THEN
+        PERFORM delq._invalid('request', format('is not used by a %s destination', d.kind),
+                              'Only HTTP destinations have a request template; pass NULL.');
+    ELSIF d.kind IN ('webhook', 'http') THEN
+        d.kind := CASE WHEN d.request IS NULL THEN 'webhook' ELSE 'http' END;
+    END IF;
+    IF d.request IS NULL AND d.credentials IS NOT NULL THEN
+        PERFORM delq._invalid('credentials', 'are for templated destinations only',
+                              'Pass request => a template (docs/connectors.md), or put a webhook''s credentials in headers.');
+    END IF;
+    IF d.request IS NOT NULL THEN
+        IF d.secret IS NOT NULL THEN
+            PERFORM delq._invalid('secret', 'signs webhooks; a templated destination cannot have one',
+                                  'Leave secret NULL (alter_destination: secret => '''') and put the system''s keys in credentials.');
+        END IF;
+        IF d.confirm <> 'response' THEN
+            PERFORM delq._invalid('confirm', 'must be ''response'' for a templated destination',
+                                  'The system''s own answers (and polls) decide when it is done.');
+        END IF;
+        PERFORM delq._check_request(d.request, d.credentials, d.url);
+    END IF;
     d.updated_at := now();
     RETURN d;
 END
@@ -135,7 +163,9 @@ CREATE OR REPLACE FUNCTION delq.add_destination(name text, url text,
                                      enabled boolean DEFAULT true,
                                      ca_file text DEFAULT NULL,
                                      client_cert text DEFAULT NULL,
-                                     client_key text DEFAULT NULL)
+                                     client_key text DEFAULT NULL,
+                                     request jsonb DEFAULT NULL,
+                                     credentials jsonb DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -162,7 +192,7 @@ BEGIN
             delq._check_path('client_key', client_key);
     d := delq._merge_destination(d, url, headers, secret, timeout, connect_timeout,
                                  max_attempts, concurrency, confirm, retry_base, retry_max,
-                                 enabled, ca_file, client_cert, client_key);
+                                 enabled, ca_file, client_cert, client_key, request, credentials);
 
     PERFORM delq._insert_destination(d, jsonb_build_object('url', d.url, 'confirm', d.confirm,
                                                            'enabled', d.enabled,
@@ -186,7 +216,9 @@ CREATE OR REPLACE FUNCTION delq.alter_destination(name text,
                                        enabled boolean DEFAULT NULL,
                                        ca_file text DEFAULT NULL,
                                        client_cert text DEFAULT NULL,
-                                       client_key text DEFAULT NULL)
+                                       client_key text DEFAULT NULL,
+                                       request jsonb DEFAULT NULL,
+                                       credentials jsonb DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -200,7 +232,7 @@ DECLARE
 BEGIN
     d := delq._merge_destination(old, url, headers, secret, timeout, connect_timeout,
                                  max_attempts, concurrency, confirm, retry_base, retry_max,
-                                 enabled, ca_file, client_cert, client_key);
+                                 enabled, ca_file, client_cert, client_key, request, credentials);
 
     -- names of changed settings only: values may be secrets
     SELECT array_agg(n.key ORDER BY n.key) INTO changed
@@ -212,14 +244,20 @@ BEGIN
         connect_timeout_ms = d.connect_timeout_ms, max_attempts = d.max_attempts,
         concurrency = d.concurrency, confirm = d.confirm, retry_base_ms = d.retry_base_ms,
         retry_max_ms = d.retry_max_ms, enabled = d.enabled, ca_file = d.ca_file,
-        client_cert = d.client_cert, client_key = d.client_key, updated_at = d.updated_at
+        client_cert = d.client_cert, client_key = d.client_key, kind = d.kind,
+        request = d.request, credentials = d.credentials, updated_at = d.updated_at
      WHERE t.name = d.name;
+    IF changed && ARRAY['url', 'request', 'credentials'] THEN
+        -- a token of the old client or template goes
+        DELETE FROM delq.oauth_token o WHERE o.destination = d.name;
+    END IF;
     -- What an operator changes to fix a destination, and enabling it, is
     -- tried at once: an open breaker lets a probe through and the queue is
     -- due now (75_breaker.sql).  Before this function's own event: one lock
     -- order with the worker.
     fixes := ARRAY(SELECT c FROM unnest(changed) c
-                    WHERE c IN ('url', 'headers', 'secret', 'ca_file', 'client_cert', 'client_key')
+                    WHERE c IN ('url', 'headers', 'secret', 'ca_file', 'client_cert', 'client_key',
+                                'request', 'credentials')
                     ORDER BY c);
     IF d.enabled AND (cardinality(fixes) > 0 OR enabled) THEN
         PERFORM delq._breaker_reset(d.name,

@@ -54,6 +54,10 @@ SELECT d.name, d.url, d.enabled, d.confirm,
        -- 1.1, last so that CREATE OR REPLACE VIEW adds them over 1.0's:
        -- the kind; a SQL destination's function and role; a pull
        -- destination's consumer role and lease
-       d.kind, d.sql_function, d.run_as, d.consumer, d.lease_ms
+       d.kind, d.sql_function, d.run_as, d.consumer, d.lease_ms,
+       -- templated (kind 'http') destinations: their steps and the names
+       -- of their credentials
+       ARRAY(SELECT k FROM unnest(ARRAY['lookup', 'erase', 'poll']) k WHERE d.request ? k) AS steps,
+       ARRAY(SELECT jsonb_object_keys(coalesce(d.credentials, '{}')) ORDER BY 1) AS credential_names
   FROM delq.destination d;
 GRANT SELECT ON delq.destinations TO delq_operator;

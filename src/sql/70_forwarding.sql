@@ -54,11 +54,15 @@ RETURN (pg_catalog.jsonb_build_object(
 -- whose circuit breaker is open (one probe once its cool-down passed).
 -- The ids are picked first, so that the update and the joins that follow
 -- are planned for a batch (index lookups), not for the whole queue.
+-- method is NULL for a webhook (the signed Standard Webhooks POST); for a
+-- templated destination it is the method of the step's request, which
+-- _step_request (72_steps.sql) renders into url, headers and body, or
+-- into render_error when it cannot.
 CREATE OR REPLACE FUNCTION delq._claim(max_rows integer)
 RETURNS TABLE (delivery_id bigint, request_id uuid, destination text, webhook_id text,
                url text, headers text[], secret text, timeout_ms integer,
                connect_timeout_ms integer, ca_file text, client_cert text,
-               client_key text, body text)
+               client_key text, body text, method text, render_error text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 -- cached generic plans are costed for the whole queue; compiling them
@@ -128,13 +132,19 @@ BEGIN
           FROM claimed c
          ORDER BY c.request_id
     )
-    SELECT c.id, c.request_id, c.destination, c.webhook_id, t.url,
-           ARRAY(SELECT h.key || ': ' || h.value FROM jsonb_each_text(t.headers) h ORDER BY h.key),
+    SELECT c.id, c.request_id, c.destination, c.webhook_id,
+           CASE WHEN t.request IS NULL THEN t.url ELSE r.url END,
+           CASE WHEN t.request IS NULL
+                THEN ARRAY(SELECT h.key || ': ' || h.value FROM jsonb_each_text(t.headers) h ORDER BY h.key)
+                ELSE r.headers END,
            t.secret, t.timeout_ms, t.connect_timeout_ms, t.ca_file, t.client_cert,
-           t.client_key, delq._webhook_body(p, c.webhook_id, t.confirm)
+           t.client_key,
+           CASE WHEN t.request IS NULL THEN delq._webhook_body(p, c.webhook_id, t.confirm) ELSE r.body END,
+           r.method, r.error
       FROM claimed c
       JOIN delq.destination t ON t.name = c.destination
       JOIN delq.pending p ON p.id = c.request_id
+      LEFT JOIN LATERAL delq._step_request(c.id, c.webhook_id, t, p) r ON t.request IS NOT NULL
      ORDER BY c.due_at, c.next_attempt_at;
 END
 $$;

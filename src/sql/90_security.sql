@@ -26,10 +26,11 @@ GRANT EXECUTE ON PROCEDURE delq.dispatch_pass(integer) TO delq_operator;
 -- admins: destinations and routes, including their secrets
 GRANT EXECUTE ON FUNCTION
     delq.add_destination(text, text, jsonb, text, interval, interval, integer, integer,
-                         text, interval, interval, boolean, text, text, text),
+                         text, interval, interval, boolean, text, text, text, jsonb, jsonb),
     delq.alter_destination(text, text, jsonb, text, interval, interval, integer, integer,
-                           text, interval, interval, boolean, text, text, text),
+                           text, interval, interval, boolean, text, text, text, jsonb, jsonb),
     delq.drop_destination(text, boolean),
+    delq.add_connector(text, text, jsonb),
     delq.add_route(text, jsonb),
     delq.drop_route(bigint)
     TO delq_admin;

@@ -29,3 +29,14 @@ ALTER TABLE delq.delivery DROP CONSTRAINT IF EXISTS delivery_state_check;
 -- 1.1 passes the error class apart from the error text (src/store.c); the
 -- body creates the new signature.
 DROP FUNCTION IF EXISTS delq._record(bigint[], text[], integer[], text[], integer[], boolean[]);
+
+-- 1.1: add_destination and alter_destination take request and credentials
+-- (templated HTTP destinations); _claim returns the method and render error.
+DROP FUNCTION IF EXISTS delq.add_destination(text, text, jsonb, text, interval, interval, integer, integer,
+                                             text, interval, interval, boolean, text, text, text);
+DROP FUNCTION IF EXISTS delq.alter_destination(text, text, jsonb, text, interval, interval, integer, integer,
+                                               text, interval, interval, boolean, text, text, text);
+DROP FUNCTION IF EXISTS delq._merge_destination(delq.destination, text, jsonb, text, interval, interval,
+                                                integer, integer, text, interval, interval, boolean,
+                                                text, text, text);
+DROP FUNCTION IF EXISTS delq._claim(integer);

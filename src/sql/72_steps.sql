@@ -1,0 +1,572 @@
+-- Templated HTTP destinations at send and record time (docs/connectors.md):
+-- which step a delivery is at, the request that step sends, and what its
+-- answer means.  _claim (70_forwarding.sql) asks _step_request for the
+-- request of each claimed templated delivery; the C code sends it and
+-- hands the answer to _record_step, which moves the delivery on to its
+-- next step or to a final outcome through _record.
+
+-- Where a templated delivery is.  Changed in the transaction that records
+-- each answer, so a crash repeats at most the call that was in flight.
+-- Items may identify the person at the destination: only the owner reads
+-- this table, and the row goes when the delivery is done.
+CREATE TABLE IF NOT EXISTS delq.delivery_step (
+    delivery_id bigint PRIMARY KEY REFERENCES delq.delivery (id) ON DELETE CASCADE,
+    phase text NOT NULL CHECK (phase IN ('lookup', 'erase', 'poll')),
+    -- what the last claim sent: token, lookup, erase or poll
+    in_flight text,
+    -- lookup: pages read, the next page's cursor or link, the items so far
+    page integer NOT NULL DEFAULT 0,
+    next_page jsonb,
+    items jsonb,
+    -- erase and poll: the item (0-based) and what became of the items before it
+    item integer NOT NULL DEFAULT 0,
+    erased integer NOT NULL DEFAULT 0,
+    not_held integer NOT NULL DEFAULT 0,
+    job_id jsonb,
+    poll_started_at timestamptz,
+    -- a 401 already led to a new OAuth2 token for this call
+    auth_retried boolean NOT NULL DEFAULT false
+);
+
+SELECT pg_catalog.pg_extension_config_dump('delq.delivery_step', '');
+
+-- OAuth2 access tokens per destination, until shortly before they expire.
+-- Not dumped, readable by the owner only: a token is fetched again.
+CREATE TABLE IF NOT EXISTS delq.oauth_token (
+    destination text PRIMARY KEY REFERENCES delq.destination (name) ON DELETE CASCADE,
+    access_token text NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+
+-- The values placeholders render from.
+CREATE OR REPLACE FUNCTION delq._step_context(p delq.pending, webhook_id text, credentials jsonb,
+                                              item jsonb, job_id jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'subject', p.subject, 'request_id', p.id, 'webhook_id', webhook_id,
+        'source', p.source, 'reason', p.reason, 'external_id', p.external_id,
+        'due_at', to_char(p.due_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+        'submitted_at', to_char(p.submitted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+        'attributes', p.attributes, 'credentials', coalesce(credentials, '{}'),
+        'item', item, 'job_id', job_id)
+$$;
+
+-- Rendered headers (an object of values) of the auth document, or for
+-- OAuth2 the bearer token.
+CREATE OR REPLACE FUNCTION delq._step_auth(auth jsonb, token text, ctx jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF auth IS NULL THEN
+        RETURN '{}';
+    ELSIF auth ? 'bearer' THEN
+        RETURN jsonb_build_object('Authorization',
+                                  'Bearer ' || delq._tpl_text(auth ->> 'bearer', ctx, 'auth.bearer', 'header'));
+    ELSIF auth ? 'basic' THEN
+        RETURN jsonb_build_object('Authorization', 'Basic ' || delq._tpl_filter(
+            delq._tpl_text(auth -> 'basic' ->> 'username', ctx, 'auth.basic.username', 'text') || ':'
+            || delq._tpl_text(coalesce(auth -> 'basic' ->> 'password', ''), ctx, 'auth.basic.password', 'text'),
+            'base64'));
+    ELSIF auth ? 'headers' THEN
+        RETURN delq._tpl_header_values(auth -> 'headers', ctx, 'auth.headers');
+    ELSE
+        RETURN jsonb_build_object('Authorization', 'Bearer ' || token);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION delq._tpl_header_values(j jsonb, ctx jsonb, at text)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(jsonb_object_agg(e.key, delq._tpl_text(e.value #>> '{}', ctx, at || '.' || e.key, 'header')), '{}')
+      FROM jsonb_each(coalesce(j, '{}')) e
+$$;
+
+-- The token request of OAuth2 client credentials (RFC 6749 4.4).
+CREATE OR REPLACE FUNCTION delq._step_token_request(o jsonb, base_url text, ctx jsonb,
+                                                    OUT method text, OUT url text,
+                                                    OUT headers jsonb, OUT body text)
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    form jsonb := jsonb_build_object('grant_type', 'client_credentials');
+BEGIN
+    method := 'POST';
+    url := delq._tpl_url(o ->> 'token_url', NULL, base_url, ctx, 'auth.oauth2.token_url');
+    headers := jsonb_build_object('Content-Type', 'application/x-www-form-urlencoded',
+                                  'Accept', 'application/json');
+    IF coalesce(o ->> 'client_auth', 'body') = 'basic' THEN
+        -- RFC 6749 2.3.1: each part form-encoded before base64
+        headers := headers || jsonb_build_object('Authorization', 'Basic ' || delq._tpl_filter(
+            delq._tpl_text(o ->> 'client_id', ctx, 'auth.oauth2.client_id', 'form') || ':'
+            || delq._tpl_text(o ->> 'client_secret', ctx, 'auth.oauth2.client_secret', 'form'), 'base64'));
+    ELSE
+        form := form || jsonb_build_object('client_id', o ->> 'client_id', 'client_secret', o ->> 'client_secret');
+    END IF;
+    IF o ? 'scope' THEN
+        form := form || jsonb_build_object('scope', o ->> 'scope');
+    END IF;
+    body := delq._tpl_form(coalesce(o -> 'params', '{}') || form, ctx, 'auth.oauth2');
+END
+$$;
+
+-- The request of a claimed templated delivery's current step (or of the
+-- OAuth2 token it needs first), and what it is, in delivery_step.in_flight.
+-- A render error comes back in error (the delivery then fails for good).
+CREATE OR REPLACE FUNCTION delq._step_request(delivery_id bigint, webhook_id text, d delq.destination,
+                                              p delq.pending)
+RETURNS TABLE (method text, url text, headers text[], body text, error text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    req jsonb := d.request;
+    s delq.delivery_step;
+    st jsonb;
+    step text;
+    ctx jsonb;
+    token text;
+    h jsonb;
+    sep text;
+BEGIN
+    IF req IS NULL THEN
+        RETURN;     -- a webhook destination (the claim's lateral join)
+    END IF;
+    INSERT INTO delq.delivery_step AS x (delivery_id, phase)
+    VALUES (_step_request.delivery_id, CASE WHEN req ? 'lookup' THEN 'lookup' ELSE 'erase' END)
+    ON CONFLICT ON CONSTRAINT delivery_step_pkey DO NOTHING;
+    SELECT * INTO s FROM delq.delivery_step x WHERE x.delivery_id = _step_request.delivery_id FOR UPDATE;
+    -- the template changed under a delivery in progress
+    IF (s.phase = 'lookup' AND NOT req ? 'lookup') OR (s.phase = 'poll' AND NOT req ? 'poll') THEN
+        s.phase := 'erase';
+    END IF;
+    ctx := delq._step_context(p, webhook_id, d.credentials, s.items -> s.item, s.job_id);
+    BEGIN
+        IF req -> 'auth' ? 'oauth2' THEN
+            SELECT t.access_token INTO token FROM delq.oauth_token t
+             WHERE t.destination = d.name AND t.expires_at > now();
+            IF token IS NULL THEN
+                step := 'token';
+                SELECT r.method, r.url, r.headers, r.body INTO method, url, h, body
+                  FROM delq._step_token_request(req -> 'auth' -> 'oauth2', d.url, ctx) r;
+            END IF;
+        END IF;
+        IF step IS NULL THEN
+            step := s.phase;
+            st := req -> step;
+            method := coalesce(st ->> 'method', CASE step WHEN 'erase' THEN 'DELETE' ELSE 'GET' END);
+            IF step = 'lookup' AND s.next_page IS NOT NULL AND st -> 'next' ? 'link' THEN
+                url := s.next_page #>> '{}';
+            ELSE
+                url := delq._tpl_url(st ->> 'url', st -> 'query', d.url, ctx, step);
+                IF step = 'lookup' AND s.next_page IS NOT NULL THEN
+                    sep := CASE WHEN url LIKE '%?%' THEN '&' ELSE '?' END;
+                    url := url || sep || delq._urlencode(st -> 'next' ->> 'param') || '='
+                           || delq._urlencode(CASE jsonb_typeof(s.next_page) WHEN 'string' THEN s.next_page #>> '{}'
+                                                   ELSE s.next_page::text END);
+                END IF;
+            END IF;
+            -- later sources win: the destination's, the document's, auth, the step's
+            h := jsonb_build_object('Accept', 'application/json') || d.headers
+                 || delq._tpl_header_values(req -> 'headers', ctx, 'headers')
+                 || delq._step_auth(req -> 'auth', token, ctx)
+                 || delq._tpl_header_values(st -> 'headers', ctx, step || '.headers');
+            IF st ? 'json' THEN
+                body := delq._tpl_json(st -> 'json', ctx, step || '.json')::text;
+                h := jsonb_build_object('Content-Type', 'application/json') || h;
+            ELSIF st ? 'form' THEN
+                body := coalesce(delq._tpl_form(st -> 'form', ctx, step || '.form'), '');
+                h := jsonb_build_object('Content-Type', 'application/x-www-form-urlencoded') || h;
+            END IF;
+        END IF;
+        headers := ARRAY(SELECT e.key || ': ' || e.value FROM jsonb_each_text(h) e ORDER BY e.key);
+    EXCEPTION WHEN SQLSTATE 'DQ001' THEN
+        method := NULL;
+        url := NULL;
+        headers := NULL;
+        body := NULL;
+        error := SQLERRM;
+        step := coalesce(step, s.phase);
+    END;
+    UPDATE delq.delivery_step x SET in_flight = step, phase = s.phase
+     WHERE x.delivery_id = _step_request.delivery_id;
+    RETURN NEXT;
+END
+$$;
+
+-- How a step's answers map a status: an exact code in any class, then a
+-- class string, then the webhook rules.  0 (no answer) retries.
+CREATE OR REPLACE FUNCTION delq._step_class(answers jsonb, status integer)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(
+        (SELECT a.key FROM jsonb_each(answers) a WHERE a.value @> to_jsonb(status) LIMIT 1),
+        (SELECT a.key FROM jsonb_each(answers) a WHERE a.value @> to_jsonb(left(status::text, 1) || 'xx') LIMIT 1),
+        CASE WHEN status BETWEEN 200 AND 299 THEN 'done'
+             WHEN status IN (0, 408, 425, 429) OR status BETWEEN 500 AND 599 THEN 'retry'
+             ELSE 'fail' END)
+$$;
+
+-- An answer body as JSON, NULL when it is not JSON.
+CREATE OR REPLACE FUNCTION delq._step_json(body text)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN body::jsonb;
+EXCEPTION WHEN invalid_text_representation THEN
+    RETURN NULL;
+END
+$$;
+
+-- An answer excerpt without the secrets and the subject that it may echo.
+CREATE OR REPLACE FUNCTION delq._step_scrub(excerpt text, credentials jsonb, token text, subject text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v text;
+BEGIN
+    IF excerpt IS NULL OR excerpt = '' THEN
+        RETURN NULL;
+    END IF;
+    FOR v IN SELECT e.value FROM jsonb_each_text(coalesce(credentials, '{}')) e
+              UNION ALL SELECT token UNION ALL SELECT subject
+              ORDER BY 1 DESC LOOP
+        IF length(v) >= 3 THEN
+            excerpt := replace(excerpt, v, '[redacted]');
+        END IF;
+    END LOOP;
+    RETURN left(excerpt, 200);
+END
+$$;
+
+-- Move a delivery to its next call (not an attempt of the step that
+-- answered): queued at when, with a step event.
+CREATE OR REPLACE FUNCTION delq._step_next(dl delq.delivery, s delq.delivery_step, answered integer,
+                                           at timestamptz, detail jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE delq.delivery_step x SET
+        phase = s.phase, in_flight = NULL, page = s.page, next_page = s.next_page, items = s.items,
+        item = s.item, erased = s.erased, not_held = s.not_held, job_id = s.job_id,
+        poll_started_at = s.poll_started_at, auth_retried = s.auth_retried
+     WHERE x.delivery_id = dl.id;
+    UPDATE delq.delivery x SET state = 'queued', next_attempt_at = at, lease_until = NULL,
+                               attempts_base = x.attempts, last_status = nullif(answered, 0),
+                               last_error = NULL
+     WHERE x.id = dl.id;
+    IF detail IS NOT NULL THEN
+        INSERT INTO delq.event (kind, request_id, destination, detail, actor)
+        VALUES ('step', dl.request_id, dl.destination, detail, 'delq');
+    END IF;
+END
+$$;
+
+-- Record the answers of templated deliveries: one per delivery id, with
+-- the HTTP status (0: none), the client's outcome, its error text (a
+-- transport error, or the body excerpt), Retry-After seconds and the
+-- whole body (up to the client's limit).  Final outcomes go through
+-- _record (backoff, breaker, events, request status) like webhooks'.
+CREATE OR REPLACE FUNCTION delq._record_step(ids bigint[], statuses integer[], outcomes text[],
+                                             errors text[], retry_after integer[], bodies text[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+    i integer;
+    dl delq.delivery;
+    d delq.destination;
+    s delq.delivery_step;
+    p delq.pending;
+    req jsonb;
+    st jsonb;
+    status integer;
+    cls text;
+    answer jsonb;
+    found jsonb;
+    nxt jsonb;
+    token text;
+    n_items integer;
+    ttl double precision;
+    fin_ids bigint[] := '{}';
+    fin_outcomes text[] := '{}';
+    fin_statuses integer[] := '{}';
+    fin_errors text[] := '{}';
+    fin_retry integer[] := '{}';
+    fin_excerpts text[] := '{}';
+    final text;
+    why text;
+BEGIN
+    -- lock order as in _record: requests, then deliveries
+    PERFORM 1 FROM delq.pending x
+     WHERE x.id IN (SELECT y.request_id FROM delq.delivery y WHERE y.id = ANY (ids))
+     ORDER BY x.id
+       FOR UPDATE OF x;
+    FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP
+        SELECT * INTO dl FROM delq.delivery x WHERE x.id = ids[i] FOR UPDATE;
+        CONTINUE WHEN dl.id IS NULL OR dl.state <> 'sending';
+        SELECT * INTO d FROM delq.destination x WHERE x.name = dl.destination;
+        SELECT * INTO s FROM delq.delivery_step x WHERE x.delivery_id = dl.id FOR UPDATE;
+        CONTINUE WHEN d.name IS NULL OR d.request IS NULL OR s.delivery_id IS NULL;
+        SELECT * INTO p FROM delq.pending x WHERE x.id = dl.request_id;
+        req := d.request;
+        status := coalesce(statuses[i], 0);
+        final := NULL;
+        why := NULL;
+        st := CASE WHEN s.in_flight = 'token' THEN NULL ELSE req -> s.in_flight END;
+        -- no answer: the client's verdict (a refused request fails); the
+        -- client's own retries of an answer (oversized) stay retries
+        cls := CASE WHEN status = 0 THEN CASE WHEN outcomes[i] = 'failed' THEN 'fail' ELSE 'retry' END
+                    WHEN outcomes[i] = 'retry' AND delq._step_class(NULL, status) <> 'retry' THEN 'retry'
+                    ELSE delq._step_class(st -> 'answers', status) END;
+        answer := CASE WHEN cls = 'done' THEN delq._step_json(bodies[i]) END;
+
+        IF coalesce(errors[i], '') LIKE 'render: %' THEN
+            final := 'unrenderable';
+            why := errors[i];
+        ELSIF status = 401 AND req -> 'auth' ? 'oauth2' AND NOT s.auth_retried THEN
+            -- a token the system no longer takes: a new one, once
+            DELETE FROM delq.oauth_token t WHERE t.destination = d.name;
+            s.auth_retried := true;
+            PERFORM delq._step_next(dl, s, status, now(),
+                                    jsonb_build_object('step', s.in_flight, 'status', status, 'outcome', 'new_token'));
+            CONTINUE;
+        ELSIF s.in_flight = 'token' THEN
+            token := delq._step_json(bodies[i]) ->> 'access_token';
+            IF status BETWEEN 200 AND 299 AND token IS NOT NULL THEN
+                ttl := coalesce((delq._step_json(bodies[i]) ->> 'expires_in')::double precision, 3600);
+                INSERT INTO delq.oauth_token AS t (destination, access_token, expires_at)
+                VALUES (d.name, token, now() + make_interval(secs => ttl - least(60, ttl / 10)))
+                ON CONFLICT (destination) DO UPDATE SET access_token = excluded.access_token,
+                                                        expires_at = excluded.expires_at;
+                PERFORM delq._step_next(dl, s, status, now(),
+                                        jsonb_build_object('step', 'token', 'status', status));
+                CONTINUE;
+            END IF;
+            final := CASE WHEN cls = 'retry' THEN 'retry' ELSE 'failed' END;
+            why := format('auth: token request answered %s', CASE WHEN status = 0 THEN errors[i] ELSE 'HTTP ' || status END);
+        ELSIF cls = 'done' AND answer IS NULL AND (s.in_flight = 'lookup' OR s.in_flight = 'poll'
+                                                   OR (s.in_flight = 'erase' AND req ? 'poll')) THEN
+            final := 'failed';
+            why := format('%s: HTTP %s answered without a JSON body', s.in_flight, status);
+        ELSIF cls IN ('retry', 'fail') THEN
+            final := CASE cls WHEN 'retry' THEN 'retry' ELSE 'failed' END;
+            why := s.in_flight || ': ' || CASE WHEN status = 0 THEN coalesce(errors[i], 'no answer')
+                                              ELSE 'HTTP ' || status END;
+            IF s.in_flight = 'erase' OR s.in_flight = 'poll' THEN
+                INSERT INTO delq.event (kind, request_id, destination, detail, actor)
+                VALUES ('step', dl.request_id, dl.destination,
+                        jsonb_strip_nulls(jsonb_build_object('step', s.in_flight, 'item', s.item + 1,
+                                                             'of', jsonb_array_length(s.items),
+                                                             'status', nullif(status, 0), 'outcome', cls)),
+                        'delq');
+            END IF;
+        ELSIF s.in_flight = 'lookup' THEN
+            IF cls = 'not_held' THEN
+                final := 'not_held';
+            ELSE
+                found := jsonb_path_query_array(answer, (st ->> 'items')::jsonpath);
+                s.items := coalesce(s.items, '[]') || found;
+                s.page := s.page + 1;
+                nxt := NULL;
+                IF st ? 'next' AND jsonb_array_length(found) > 0
+                   AND (NOT st -> 'next' ? 'while'
+                        OR coalesce(jsonb_path_match(answer, (st -> 'next' ->> 'while')::jsonpath, silent => true), false)) THEN
+                    nxt := jsonb_path_query_first(answer, coalesce(st -> 'next' ->> 'cursor', st -> 'next' ->> 'link')::jsonpath);
+                    IF nxt = 'null'::jsonb OR nxt = '""'::jsonb THEN
+                        nxt := NULL;
+                    END IF;
+                END IF;
+                IF nxt IS NOT NULL AND st -> 'next' ? 'link' THEN
+                    IF nxt #>> '{}' LIKE '/%' THEN
+                        nxt := to_jsonb(rtrim(d.url, '/') || (nxt #>> '{}'));
+                    END IF;
+                    IF substring(nxt #>> '{}' from '(?i)^(https?://[^/?#]+)') IS DISTINCT FROM
+                       substring(d.url from '(?i)^(https?://[^/?#]+)') THEN
+                        final := 'failed';
+                        why := 'lookup: the next link points to another host';
+                    END IF;
+                END IF;
+                INSERT INTO delq.event (kind, request_id, destination, detail, actor)
+                VALUES ('step', dl.request_id, dl.destination,
+                        jsonb_build_object('step', 'lookup', 'page', s.page, 'status', status,
+                                           'found', jsonb_array_length(found)), 'delq');
+                IF final IS NOT NULL THEN
+                    NULL;
+                ELSIF nxt IS NOT NULL AND s.page >= coalesce((st ->> 'max_pages')::integer, 10) THEN
+                    final := 'failed';
+                    why := 'lookup: more than max_pages pages';
+                ELSIF jsonb_array_length(s.items) > 1000 THEN
+                    final := 'failed';
+                    why := 'lookup: more than 1000 items';
+                ELSIF nxt IS NOT NULL THEN
+                    s.next_page := nxt;
+                    PERFORM delq._step_next(dl, s, status, now(), NULL);
+                    CONTINUE;
+                ELSIF jsonb_array_length(s.items) = 0 THEN
+                    final := 'not_held';
+                ELSE
+                    s.phase := 'erase';
+                    s.item := 0;
+                    s.next_page := NULL;
+                    -- the event was written above
+                    UPDATE delq.delivery_step x SET phase = s.phase, in_flight = NULL, page = s.page,
+                           next_page = NULL, items = s.items, item = 0, auth_retried = false
+                     WHERE x.delivery_id = dl.id;
+                    UPDATE delq.delivery x SET state = 'queued', next_attempt_at = now(), lease_until = NULL,
+                                               attempts_base = x.attempts, last_status = status, last_error = NULL
+                     WHERE x.id = dl.id;
+                    CONTINUE;
+                END IF;
+                IF final IS DISTINCT FROM 'not_held' THEN
+                    -- a lookup that failed starts again from its first page
+                    s.page := 0;
+                    s.items := NULL;
+                    s.next_page := NULL;
+                END IF;
+            END IF;
+        ELSE
+            -- erase or poll answered done or not_held
+            n_items := coalesce(jsonb_array_length(s.items), 1);
+            IF s.in_flight = 'erase' AND cls = 'done' AND req ? 'poll' THEN
+                s.job_id := jsonb_path_query_first(answer, (req -> 'poll' ->> 'job_id')::jsonpath);
+                IF s.job_id IS NULL OR s.job_id = 'null'::jsonb THEN
+                    s.job_id := NULL;
+                    final := 'failed';
+                    why := format('erase: no job id at %s', req -> 'poll' ->> 'job_id');
+                ELSE
+                    s.phase := 'poll';
+                    s.poll_started_at := now();
+                    s.auth_retried := false;
+                    PERFORM delq._step_next(dl, s, status,
+                        now() + delq._tpl_interval(req -> 'poll' -> 'interval', 'interval', '1 minute', '1 second', '1 day'),
+                        jsonb_build_object('step', 'erase', 'item', s.item + 1, 'of', n_items,
+                                           'status', status, 'outcome', 'pending'));
+                    CONTINUE;
+                END IF;
+            ELSIF s.in_flight = 'poll' AND cls = 'done'
+                  AND NOT coalesce(jsonb_path_match(answer, (req -> 'poll' ->> 'finished')::jsonpath, silent => true), false) THEN
+                IF coalesce(jsonb_path_match(answer, (req -> 'poll' ->> 'failed')::jsonpath, silent => true), false) THEN
+                    final := 'failed';
+                    why := 'poll: job failed';
+                    INSERT INTO delq.event (kind, request_id, destination, detail, actor)
+                    VALUES ('step', dl.request_id, dl.destination,
+                            jsonb_build_object('step', 'poll', 'item', s.item + 1, 'of', n_items,
+                                               'status', status, 'outcome', 'failed'), 'delq');
+                    -- delq.retry erases this item again
+                    s.phase := 'erase';
+                    s.job_id := NULL;
+                ELSIF now() >= s.poll_started_at
+                               + delq._tpl_interval(req -> 'poll' -> 'max_time', 'max_time', '30 days', '1 minute', '400 days') THEN
+                    final := 'failed';
+                    why := 'poll: not finished within max_time';
+                    s.phase := 'erase';
+                    s.job_id := NULL;
+                ELSE
+                    s.auth_retried := false;
+                    PERFORM delq._step_next(dl, s, status,
+                        now() + delq._tpl_interval(req -> 'poll' -> 'interval', 'interval', '1 minute', '1 second', '1 day'),
+                        jsonb_build_object('step', 'poll', 'item', s.item + 1, 'of', n_items,
+                                           'status', status, 'outcome', 'pending'));
+                    CONTINUE;
+                END IF;
+            ELSE
+                -- this item is done: erased (or its job finished), or not held
+                IF cls = 'done' THEN
+                    s.erased := s.erased + 1;
+                ELSE
+                    s.not_held := s.not_held + 1;
+                END IF;
+                INSERT INTO delq.event (kind, request_id, destination, detail, actor)
+                VALUES ('step', dl.request_id, dl.destination,
+                        jsonb_build_object('step', s.in_flight, 'item', s.item + 1, 'of', n_items, 'status', status,
+                                           'outcome', CASE WHEN cls = 'not_held' THEN 'not_held'
+                                                           WHEN s.in_flight = 'poll' THEN 'finished'
+                                                           ELSE 'done' END), 'delq');
+                s.item := s.item + 1;
+                s.phase := 'erase';
+                s.job_id := NULL;
+                s.poll_started_at := NULL;
+                s.auth_retried := false;
+                IF s.item < n_items THEN
+                    UPDATE delq.delivery_step x SET phase = 'erase', in_flight = NULL, item = s.item,
+                           erased = s.erased, not_held = s.not_held, job_id = NULL, poll_started_at = NULL,
+                           auth_retried = false
+                     WHERE x.delivery_id = dl.id;
+                    UPDATE delq.delivery x SET state = 'queued', next_attempt_at = now(), lease_until = NULL,
+                                               attempts_base = x.attempts, last_status = status, last_error = NULL
+                     WHERE x.id = dl.id;
+                    CONTINUE;
+                END IF;
+                final := CASE WHEN s.erased > 0 THEN 'confirmed' ELSE 'not_held' END;
+            END IF;
+        END IF;
+
+        -- a final outcome, or a retry of the same call
+        IF final = 'not_held' AND s.in_flight = 'lookup' THEN
+            INSERT INTO delq.event (kind, request_id, destination, detail, actor)
+            VALUES ('step', dl.request_id, dl.destination,
+                    jsonb_build_object('step', 'lookup', 'found', 0, 'outcome', 'not_held'), 'delq');
+        END IF;
+        IF final IN ('confirmed', 'not_held') THEN
+            -- done: what was found goes (minimisation)
+            DELETE FROM delq.delivery_step x WHERE x.delivery_id = dl.id;
+        ELSE
+            UPDATE delq.delivery_step x SET
+                phase = s.phase, in_flight = NULL, page = s.page, next_page = s.next_page, items = s.items,
+                item = s.item, erased = s.erased, not_held = s.not_held, job_id = s.job_id,
+                poll_started_at = s.poll_started_at, auth_retried = false
+             WHERE x.delivery_id = dl.id;
+        END IF;
+        IF final = 'unrenderable' THEN
+            -- the request, not the system: fail it at once, no breaker
+            UPDATE delq.delivery x SET state = 'failed', last_status = NULL, last_error = why, lease_until = NULL
+             WHERE x.id = dl.id;
+            INSERT INTO delq.event (kind, request_id, destination, detail, actor)
+            VALUES ('failed', dl.request_id, dl.destination,
+                    jsonb_build_object('attempt', dl.attempts, 'error', why), 'delq');
+            PERFORM delq._refresh_status(ARRAY[dl.request_id], 'delq');
+            CONTINUE;
+        END IF;
+        fin_ids := fin_ids || dl.id;
+        fin_outcomes := fin_outcomes || final;
+        fin_statuses := fin_statuses || status;
+        fin_errors := fin_errors || why;
+        fin_retry := fin_retry || coalesce(retry_after[i], -1);
+        fin_excerpts := fin_excerpts
+            || CASE WHEN status <> 0 AND errors[i] IS NOT NULL AND why IS NOT NULL
+                    THEN delq._step_scrub(regexp_replace(errors[i], '^HTTP [0-9]+(: )?', ''), d.credentials,
+                                          (SELECT t.access_token FROM delq.oauth_token t WHERE t.destination = d.name),
+                                          p.subject) END;
+    END LOOP;
+
+    IF cardinality(fin_ids) > 0 THEN
+        -- events and health get the step and status only; last_error also
+        -- the answer's excerpt, scrubbed
+        PERFORM delq._record(fin_ids, fin_outcomes, fin_statuses,
+                             ARRAY(SELECT coalesce(w, '') FROM unnest(fin_errors) w),
+                             ARRAY(SELECT coalesce(w || coalesce(': ' || x, ''), '')
+                                     FROM unnest(fin_errors, fin_excerpts) u(w, x)),
+                             fin_retry, array_fill(false, ARRAY[cardinality(fin_ids)]));
+    END IF;
+    RETURN coalesce(array_length(ids, 1), 0);
+END
+$$;
