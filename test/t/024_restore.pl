@@ -113,8 +113,9 @@ command_ok([ 'pg_dump', @conn, '-Fd', '-f', $dump, 'postgres' ], 'pg_dump -Fd');
 {
 	my $keys = "SELECT string_agg(name || ':' || encode(sha256(secret), 'hex'), ',' ORDER BY name)
 	              FROM (SELECT DISTINCT ON (name) name, secret FROM delq.key ORDER BY name, created_at) k";
-	is(sql('seq', 'SELECT count(*) FROM delq.key'), '4',
-		'delq.key holds the 2 restored keys and the 2 CREATE EXTENSION made');
+	# receipt, subject and confirm (HTTP confirmation links, 88_http.sql)
+	is(sql('seq', 'SELECT count(*) FROM delq.key'), '6',
+		'delq.key holds the 3 restored keys and the 3 CREATE EXTENSION made');
 	is(sql('seq', $keys), sql('postgres', $keys), 'the earliest of each name, the restored one, is in use');
 	my $r = sql('seq', "SELECT delq.receipt('$done')");
 	is(sql('postgres', "SELECT delq.verify_receipt('$r')"), 't',
