@@ -17,9 +17,12 @@ BEGIN
 END
 $$;
 
+-- Raise 22023.  VOLATILE: raising is its effect, and the planner evaluates
+-- an IMMUTABLE call with constant arguments while it plans (so a branch
+-- never taken would raise; sql/plpgsql_check.sql found it).
 CREATE OR REPLACE FUNCTION delq._invalid(arg text, problem text, hint text)
 RETURNS void
-LANGUAGE plpgsql IMMUTABLE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN

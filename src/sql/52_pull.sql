@@ -112,7 +112,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     d delq.destination := delq._destination(name, true);
-    changed text[] := '{}';
+    changed text[] := '{}'::text[];
 BEGIN
     IF d.kind <> 'pull' THEN
         RAISE EXCEPTION 'destination % is not a pull destination', quote_literal(d.name)

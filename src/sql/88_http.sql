@@ -131,7 +131,7 @@ DECLARE
     extra text;
 BEGIN
     IF body IS NULL OR btrim(body, E' \t\r\n') = '' THEN
-        RETURN '{}';
+        RETURN '{}'::jsonb;
     END IF;
     doc := body::jsonb;
     IF jsonb_typeof(doc) <> 'object' THEN
@@ -498,9 +498,10 @@ END
 $$;
 
 -- Raised for a delivery that does not carry a valid signature: 401.
+-- VOLATILE, as delq._invalid (30_validate.sql) and for the same reason.
 CREATE OR REPLACE FUNCTION delq._hook_unsigned(why text)
 RETURNS void
-LANGUAGE plpgsql IMMUTABLE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -556,7 +557,7 @@ DECLARE
     doc jsonb;
     topic text := headers ->> 'x-shopify-topic';
     subject_path text;
-    attrs jsonb := '{}';
+    attrs jsonb := '{}'::jsonb;
     id uuid;
 BEGIN
     SELECT * INTO h FROM delq.hook x WHERE x.name = _hook_receive.name;
