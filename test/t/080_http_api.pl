@@ -2,7 +2,8 @@
 # 080_http_api.pl
 #     The HTTP ingress (docs/http-api.md), with curl and with a Node fetch
 #     client (test/http/api-client.mjs) that validates every answer against
-#     the OpenAPI document, which Redocly CLI lints: off by default; tokens
+#     the OpenAPI document, which Redocly CLI lints, as are the answers curl
+#     got (test/http/check-recorded.mjs): off by default; tokens
 #     and roles; every route and error code; idempotency; nothing written by
 #     a failed call; bad JSON, wrong types, huge bodies; a slow client
 #     (slowloris) and many connections; callback confirmation links; inbound
@@ -15,6 +16,7 @@ use warnings;
 
 use DelqTest;
 use Digest::SHA qw(hmac_sha256_base64 sha256_hex);
+use Encode ();
 use File::Basename qw(dirname);
 use IO::Socket::INET;
 use JSON::PP;
@@ -91,6 +93,13 @@ sub curl
 	my $body = '';
 	if (open(my $bf, '<:raw', $bodyf)) { local $/; $body = <$bf> // '' }
 	my $decoded = eval { decode_json($body) };
+	# every answer, for test/http/check-recorded.mjs (the OpenAPI check)
+	open(my $rec, '>>', "$tmp/answers.jsonl") or die $!;
+	print $rec JSON::PP->new->ascii->canonical->encode({
+		method => $method, path => $path, status => $code + 0,
+		content_type => $h{'content-type'} // '',
+		body => Encode::decode('UTF-8', $body, Encode::FB_DEFAULT) }) . "\n";
+	close $rec;
 	return { code => $code + 0, rc => $rc, headers => \%h, body => $body, json => $decoded };
 }
 
@@ -528,14 +537,13 @@ SKIP:
 
 SKIP:
 {
-	skip 'node is not installed (test/install-deps installs it)', 3 unless `node --version 2>/dev/null`;
+	skip 'node is not installed (test/install-deps installs it)', 5 unless `node --version 2>/dev/null`;
 	my $modules = `bash $root/test/http/npm-install`;
 	chomp $modules;
 	ok(-d $modules, 'the npm tools are installed');
 	my $lint = `cd $root && '$modules/.bin/redocly' lint --config test/http/redocly.yaml src/delq-openapi.json 2>&1`;
 	is($? >> 8, 0, 'Redocly CLI lints the OpenAPI document without a problem')
 	  or diag($lint);
-	my $fresh = sql("SELECT '' || c.id FROM delq.pending c WHERE false");	# nothing: keeps sql() warm
 	my $cb3 = curl('POST', '/v1/requests', token => $app,
 		body => '{"subject": "node-cb@example.com", "source": "web", "attributes": {"cb": true}}')->{json}{id};
 	$sink->wait_requests('cb', 2, 20);
@@ -555,6 +563,13 @@ SKIP:
 	my $out = `node $root/test/http/api-client.mjs 2>&1`;
 	is($? >> 8, 0, 'the Node client: every call as expected, every answer valid against the document')
 	  or diag($out);
+	note($out);
+	local $ENV{DELQ_OPENAPI} = "$root/src/delq-openapi.json";
+	$out = `node $root/test/http/check-recorded.mjs $tmp/answers.jsonl 2>&1`;
+	is($? >> 8, 0, 'every answer curl got so far is valid against the document')
+	  or diag($out);
+	my ($checked) = $out =~ /^1\.\.(\d+)$/m;
+	cmp_ok($checked // 0, '>', 50, "... ($checked answers checked)");
 	note($out);
 }
 
