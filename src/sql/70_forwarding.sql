@@ -144,7 +144,10 @@ BEGIN
       FROM claimed c
       JOIN delq.destination t ON t.name = c.destination
       JOIN delq.pending p ON p.id = c.request_id
-      LEFT JOIN LATERAL delq._step_request(c.id, c.webhook_id, t, p) r ON t.request IS NOT NULL
+      -- a gating condition (OFFSET 0 keeps the subquery, so that it
+      -- gates): webhooks never call it
+      LEFT JOIN LATERAL (SELECT * FROM delq._step_request(c.id, c.webhook_id, t, p)
+                          WHERE t.request IS NOT NULL OFFSET 0) r ON true
      ORDER BY c.due_at, c.next_attempt_at;
 END
 $$;

@@ -312,6 +312,8 @@ DECLARE
     fin_errors text[] := '{}';
     fin_retry integer[] := '{}';
     fin_excerpts text[] := '{}';
+    -- moved on to their next call after a successful answer
+    advanced bigint[] := '{}';
     final text;
     why text;
 BEGIN
@@ -352,13 +354,16 @@ BEGIN
         ELSIF s.in_flight = 'token' THEN
             token := delq._step_json(bodies[i]) ->> 'access_token';
             IF status BETWEEN 200 AND 299 AND token IS NOT NULL THEN
-                ttl := coalesce((delq._step_json(bodies[i]) ->> 'expires_in')::double precision, 3600);
+                ttl := CASE WHEN (delq._step_json(bodies[i]) ->> 'expires_in') ~ '^[0-9]{1,9}(\.[0-9]+)?$'
+                            THEN (delq._step_json(bodies[i]) ->> 'expires_in')::double precision
+                            ELSE 3600 END;
                 INSERT INTO delq.oauth_token AS t (destination, access_token, expires_at)
                 VALUES (d.name, token, now() + make_interval(secs => ttl - least(60, ttl / 10)))
                 ON CONFLICT (destination) DO UPDATE SET access_token = excluded.access_token,
                                                         expires_at = excluded.expires_at;
                 PERFORM delq._step_next(dl, s, status, now(),
                                         jsonb_build_object('step', 'token', 'status', status));
+                advanced := advanced || dl.id;
                 CONTINUE;
             END IF;
             final := CASE WHEN cls = 'retry' THEN 'retry' ELSE 'failed' END;
@@ -383,14 +388,15 @@ BEGIN
             IF cls = 'not_held' THEN
                 final := 'not_held';
             ELSE
-                found := jsonb_path_query_array(answer, (st ->> 'items')::jsonpath);
+                found := jsonb_path_query_array(answer, (st ->> 'items')::jsonpath, silent => true);
                 s.items := coalesce(s.items, '[]') || found;
                 s.page := s.page + 1;
                 nxt := NULL;
                 IF st ? 'next' AND jsonb_array_length(found) > 0
                    AND (NOT st -> 'next' ? 'while'
                         OR coalesce(jsonb_path_match(answer, (st -> 'next' ->> 'while')::jsonpath, silent => true), false)) THEN
-                    nxt := jsonb_path_query_first(answer, coalesce(st -> 'next' ->> 'cursor', st -> 'next' ->> 'link')::jsonpath);
+                    nxt := jsonb_path_query_first(answer, coalesce(st -> 'next' ->> 'cursor', st -> 'next' ->> 'link')::jsonpath,
+                                                  silent => true);
                     IF nxt = 'null'::jsonb OR nxt = '""'::jsonb THEN
                         nxt := NULL;
                     END IF;
@@ -420,6 +426,7 @@ BEGIN
                 ELSIF nxt IS NOT NULL THEN
                     s.next_page := nxt;
                     PERFORM delq._step_next(dl, s, status, now(), NULL);
+                    advanced := advanced || dl.id;
                     CONTINUE;
                 ELSIF jsonb_array_length(s.items) = 0 THEN
                     final := 'not_held';
@@ -434,6 +441,7 @@ BEGIN
                     UPDATE delq.delivery x SET state = 'queued', next_attempt_at = now(), lease_until = NULL,
                                                attempts_base = x.attempts, last_status = status, last_error = NULL
                      WHERE x.id = dl.id;
+                    advanced := advanced || dl.id;
                     CONTINUE;
                 END IF;
                 IF final IS DISTINCT FROM 'not_held' THEN
@@ -447,7 +455,7 @@ BEGIN
             -- erase or poll answered done or not_held
             n_items := coalesce(jsonb_array_length(s.items), 1);
             IF s.in_flight = 'erase' AND cls = 'done' AND req ? 'poll' THEN
-                s.job_id := jsonb_path_query_first(answer, (req -> 'poll' ->> 'job_id')::jsonpath);
+                s.job_id := jsonb_path_query_first(answer, (req -> 'poll' ->> 'job_id')::jsonpath, silent => true);
                 IF s.job_id IS NULL OR s.job_id = 'null'::jsonb THEN
                     s.job_id := NULL;
                     final := 'failed';
@@ -460,6 +468,7 @@ BEGIN
                         now() + delq._tpl_interval(req -> 'poll' -> 'interval', 'interval', '1 minute', '1 second', '1 day'),
                         jsonb_build_object('step', 'erase', 'item', s.item + 1, 'of', n_items,
                                            'status', status, 'outcome', 'pending'));
+                    advanced := advanced || dl.id;
                     CONTINUE;
                 END IF;
             ELSIF s.in_flight = 'poll' AND cls = 'done'
@@ -486,6 +495,7 @@ BEGIN
                         now() + delq._tpl_interval(req -> 'poll' -> 'interval', 'interval', '1 minute', '1 second', '1 day'),
                         jsonb_build_object('step', 'poll', 'item', s.item + 1, 'of', n_items,
                                            'status', status, 'outcome', 'pending'));
+                    advanced := advanced || dl.id;
                     CONTINUE;
                 END IF;
             ELSE
@@ -514,6 +524,7 @@ BEGIN
                     UPDATE delq.delivery x SET state = 'queued', next_attempt_at = now(), lease_until = NULL,
                                                attempts_base = x.attempts, last_status = status, last_error = NULL
                      WHERE x.id = dl.id;
+                    advanced := advanced || dl.id;
                     CONTINUE;
                 END IF;
                 final := CASE WHEN s.erased > 0 THEN 'confirmed' ELSE 'not_held' END;
@@ -558,6 +569,19 @@ BEGIN
                                           p.subject) END;
     END LOOP;
 
+    -- The destinations' health: the state rows in name order first (the
+    -- lock order of _record), as two calls below take them.
+    PERFORM 1 FROM delq.destination_state t
+     WHERE t.name IN (SELECT x.destination FROM delq.delivery x WHERE x.id = ANY (advanced || fin_ids))
+     ORDER BY t.name
+       FOR UPDATE OF t;
+    IF cardinality(advanced) > 0 THEN
+        -- a step that answered as it should is a success of the system:
+        -- it closes a probing breaker and resets the failure count
+        PERFORM delq._breaker_record(advanced, array_fill('confirmed'::text, ARRAY[cardinality(advanced)]),
+                                     array_fill(''::text, ARRAY[cardinality(advanced)]),
+                                     array_fill(false, ARRAY[cardinality(advanced)]));
+    END IF;
     IF cardinality(fin_ids) > 0 THEN
         -- events and health get the step and status only; last_error also
         -- the answer's excerpt, scrubbed
