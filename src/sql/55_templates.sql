@@ -245,7 +245,7 @@ DECLARE
     k text;
     v jsonb;
     e jsonb;
-    seen text[] := '{}';
+    seen text[] := '{}'::text[];
 BEGIN
     IF a IS NULL THEN
         RETURN;

@@ -33,7 +33,7 @@ DECLARE
     k text;
     v jsonb;
     given jsonb;
-    credentials jsonb := '{}';
+    credentials jsonb := '{}'::jsonb;
 BEGIN
     PERFORM delq._check_name('name', name);
     PERFORM delq._not_null('connector', connector);

@@ -63,7 +63,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF auth IS NULL THEN
-        RETURN '{}';
+        RETURN '{}'::jsonb;
     ELSIF auth ? 'bearer' THEN
         RETURN jsonb_build_object('Authorization',
                                   'Bearer ' || delq._tpl_text(auth ->> 'bearer', ctx, 'auth.bearer', 'header'));
@@ -291,7 +291,6 @@ SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
 DECLARE
-    i integer;
     dl delq.delivery;
     d delq.destination;
     s delq.delivery_step;
@@ -306,14 +305,14 @@ DECLARE
     token text;
     n_items integer;
     ttl double precision;
-    fin_ids bigint[] := '{}';
-    fin_outcomes text[] := '{}';
-    fin_statuses integer[] := '{}';
-    fin_errors text[] := '{}';
-    fin_retry integer[] := '{}';
-    fin_excerpts text[] := '{}';
+    fin_ids bigint[] := '{}'::bigint[];
+    fin_outcomes text[] := '{}'::text[];
+    fin_statuses integer[] := '{}'::integer[];
+    fin_errors text[] := '{}'::text[];
+    fin_retry integer[] := '{}'::integer[];
+    fin_excerpts text[] := '{}'::text[];
     -- moved on to their next call after a successful answer
-    advanced bigint[] := '{}';
+    advanced bigint[] := '{}'::bigint[];
     final text;
     why text;
 BEGIN
