@@ -7,11 +7,14 @@
 #
 # Extension scripts (docs/upgrading.md):
 #   delq--1.0.sql        1.0 as it shipped, frozen (committed, never rebuilt)
-#   delq--1.1.sql        a fresh install: src/sql/*.sql in file-name order
+#   delq--1.1.sql        a fresh install: src/sql/*.sql in file-name order,
+#                        then connectors.sql
 #   delq--1.0--1.1.sql   the upgrade: src/sql/upgrade/1.0--1.1-before.sql,
 #                        the same src/sql/*.sql (written to run again over
-#                        1.0: CREATE OR REPLACE, IF NOT EXISTS), then
-#                        src/sql/upgrade/1.0--1.1-after.sql
+#                        1.0: CREATE OR REPLACE, IF NOT EXISTS), connectors.sql,
+#                        then src/sql/upgrade/1.0--1.1-after.sql
+#   connectors.sql       the connector catalogue (delq.connectors), made by
+#                        connectors/to-sql from connectors/*.json
 
 MODULE_big = delq
 OBJS = \
@@ -44,6 +47,7 @@ DATA_built = delq--1.1.sql delq--1.0--1.1.sql
 
 SQL_PARTS = $(sort $(wildcard $(srcdir)/src/sql/*.sql))
 SQL_BODY = $(filter-out %/00_header.sql,$(SQL_PARTS))
+CONNECTORS = $(sort $(wildcard $(srcdir)/connectors/*.json))
 
 REGRESS = $(sort $(basename $(notdir $(wildcard $(srcdir)/sql/*.sql))))
 REGRESS_OPTS = --no-locale --encoding=UTF8 --temp-instance=./tmp_check_regress --temp-config=$(srcdir)/test/regress.conf
@@ -55,7 +59,7 @@ ISOLATION_OPTS = --no-locale --encoding=UTF8 --inputdir=$(srcdir)/test/isolation
 TAP_TESTS = 1
 PROVE_TESTS ?= test/t/*.pl
 
-EXTRA_CLEAN = tmp_check_regress tmp_check_iso output_iso results regression.diffs regression.out
+EXTRA_CLEAN = connectors.sql tmp_check_regress tmp_check_iso output_iso results regression.diffs regression.out
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -67,11 +71,14 @@ src/version.o src/settings.o src/worker.o: $(srcdir)/delq.control
 # after PGXS, which resets it
 PROVE_FLAGS = -I test/perl
 
-delq--1.1.sql: $(SQL_PARTS)
+delq--1.1.sql: $(SQL_PARTS) connectors.sql
 	cat $^ > $@
 
-delq--1.0--1.1.sql: $(srcdir)/src/sql/upgrade/1.0--1.1-before.sql $(SQL_BODY) $(srcdir)/src/sql/upgrade/1.0--1.1-after.sql
+delq--1.0--1.1.sql: $(srcdir)/src/sql/upgrade/1.0--1.1-before.sql $(SQL_BODY) connectors.sql $(srcdir)/src/sql/upgrade/1.0--1.1-after.sql
 	cat $^ > $@
+
+connectors.sql: $(CONNECTORS) $(srcdir)/connectors/to-sql
+	sh $(srcdir)/connectors/to-sql $(CONNECTORS) > $@
 
 .PHONY: indent indent-check typedefs
 # C layout as PostgreSQL's pgindent makes it (tools/pgindent; needs Debian's

@@ -36,7 +36,8 @@ Control API (paths starting with "/_", never recorded):
                                      read, the last one for good
         {"revoke_tokens": true}      (auth0) issued tokens stop working: the
                                      next API call answers 401
-        {"page_size": 2}             (paginated lookups) records per page
+        {"page_size": 2}             (paginated lookups) records per page at
+                                     most, whatever the client asks
     GET  /_requests[?vendor=V][&since=SEQ]  recorded requests, oldest first
     POST /_reset             forget records, state, faults and configuration
 

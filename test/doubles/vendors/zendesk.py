@@ -96,7 +96,7 @@ class Vendor(Base):
                 if u["deleted"] is None and (u.get("email") or "").lower() == term]
         try:
             page = int(req.arg("page", "1"))
-            per_page = min(int(req.arg("per_page", str(self.page_size or 100))), 100)
+            per_page = min(int(req.arg("per_page", "100")), 100, self.page_size or 100)
         except ValueError:
             return error(400, "InvalidPagination", "page and per_page must be integers")
         start = (page - 1) * per_page
