@@ -261,6 +261,58 @@ is_step(DelqTransfer *t)
 	return t->method != NULL || t->render_error != NULL;
 }
 
+/* A one-dimensional array of n values of type elemtype (nulls: none). */
+static Datum
+array_datum(Datum *values, bool *nulls, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1];
+	int			lbs[1];
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	dims[0] = n;
+	lbs[0] = 1;
+	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs,
+											  elemtype, typlen, typbyval,
+											  typalign));
+}
+
+/* The outcome columns of n finished transfers, for _record or _record_step. */
+typedef struct OutcomeColumns
+{
+	Datum	   *ids;
+	Datum	   *outcomes;
+	Datum	   *statuses;
+	Datum	   *classes;
+	Datum	   *errors;
+	Datum	   *retry_after;
+	Datum	   *gone;
+}			OutcomeColumns;
+
+static void
+outcome_columns(DelqTransfer **done, int n, OutcomeColumns * c)
+{
+	c->ids = palloc(sizeof(Datum) * n);
+	c->outcomes = palloc(sizeof(Datum) * n);
+	c->statuses = palloc(sizeof(Datum) * n);
+	c->classes = palloc(sizeof(Datum) * n);
+	c->errors = palloc(sizeof(Datum) * n);
+	c->retry_after = palloc(sizeof(Datum) * n);
+	c->gone = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+	{
+		c->ids[i] = Int64GetDatum(done[i]->delivery_id);
+		c->outcomes[i] = CStringGetTextDatum(outcome_name(done[i]->outcome));
+		c->statuses[i] = Int32GetDatum(done[i]->http_status);
+		c->classes[i] = CStringGetTextDatum(done[i]->error_class);
+		c->errors[i] = CStringGetTextDatum(done[i]->error);
+		c->retry_after[i] = Int32GetDatum(done[i]->retry_after_s);
+		c->gone[i] = BoolGetDatum(done[i]->gone);
+	}
+}
+
 /*
  * Templated steps' outcomes, with their answers' bodies, through
  * delq._record_step (src/sql/72_steps.sql), which decides what each answer
@@ -269,38 +321,25 @@ is_step(DelqTransfer *t)
 static void
 record_steps(DelqTransfer **done, int n)
 {
-	Datum	   *ids = palloc(sizeof(Datum) * n);
-	Datum	   *statuses = palloc(sizeof(Datum) * n);
-	Datum	   *outcomes = palloc(sizeof(Datum) * n);
-	Datum	   *errors = palloc(sizeof(Datum) * n);
-	Datum	   *retry_after = palloc(sizeof(Datum) * n);
+	OutcomeColumns c;
 	Datum	   *bodies = palloc(sizeof(Datum) * n);
 	bool	   *nobody = palloc0(sizeof(bool) * n);
-	int			dims[1];
-	int			lbs[1];
 	Datum		args[6];
 
+	outcome_columns(done, n, &c);
 	for (int i = 0; i < n; i++)
 	{
 		char	   *body = delq_template_body(done[i]);
 
-		ids[i] = Int64GetDatum(done[i]->delivery_id);
-		statuses[i] = Int32GetDatum(done[i]->http_status);
-		outcomes[i] = CStringGetTextDatum(outcome_name(done[i]->outcome));
-		errors[i] = CStringGetTextDatum(done[i]->error);
-		retry_after[i] = Int32GetDatum(done[i]->retry_after_s);
 		nobody[i] = (body == NULL);
 		bodies[i] = body ? CStringGetTextDatum(body) : (Datum) 0;
 	}
-	dims[0] = n;
-	lbs[0] = 1;
-	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	args[1] = PointerGetDatum(construct_array(statuses, n, INT4OID, 4, true, TYPALIGN_INT));
-	args[2] = PointerGetDatum(construct_array(outcomes, n, TEXTOID, -1, false, TYPALIGN_INT));
-	args[3] = PointerGetDatum(construct_array(errors, n, TEXTOID, -1, false, TYPALIGN_INT));
-	args[4] = PointerGetDatum(construct_array(retry_after, n, INT4OID, 4, true, TYPALIGN_INT));
-	args[5] = PointerGetDatum(construct_md_array(bodies, nobody, 1, dims, lbs, TEXTOID,
-												 -1, false, TYPALIGN_INT));
+	args[0] = array_datum(c.ids, NULL, n, INT8OID);
+	args[1] = array_datum(c.statuses, NULL, n, INT4OID);
+	args[2] = array_datum(c.outcomes, NULL, n, TEXTOID);
+	args[3] = array_datum(c.errors, NULL, n, TEXTOID);
+	args[4] = array_datum(c.retry_after, NULL, n, INT4OID);
+	args[5] = array_datum(bodies, nobody, n, TEXTOID);
 
 	SPI_connect();
 	run_plan(PLAN_RECORD_STEP, args, SPI_OK_SELECT);
@@ -311,32 +350,17 @@ record_steps(DelqTransfer **done, int n)
 static void
 record_webhooks(DelqTransfer **done, int n)
 {
-	Datum	   *ids = palloc(sizeof(Datum) * n);
-	Datum	   *outcomes = palloc(sizeof(Datum) * n);
-	Datum	   *statuses = palloc(sizeof(Datum) * n);
-	Datum	   *classes = palloc(sizeof(Datum) * n);
-	Datum	   *errors = palloc(sizeof(Datum) * n);
-	Datum	   *retry_after = palloc(sizeof(Datum) * n);
-	Datum	   *gone = palloc(sizeof(Datum) * n);
+	OutcomeColumns c;
 	Datum		args[7];
 
-	for (int i = 0; i < n; i++)
-	{
-		ids[i] = Int64GetDatum(done[i]->delivery_id);
-		outcomes[i] = CStringGetTextDatum(outcome_name(done[i]->outcome));
-		statuses[i] = Int32GetDatum(done[i]->http_status);
-		classes[i] = CStringGetTextDatum(done[i]->error_class);
-		errors[i] = CStringGetTextDatum(done[i]->error);
-		retry_after[i] = Int32GetDatum(done[i]->retry_after_s);
-		gone[i] = BoolGetDatum(done[i]->gone);
-	}
-	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	args[1] = PointerGetDatum(construct_array(outcomes, n, TEXTOID, -1, false, TYPALIGN_INT));
-	args[2] = PointerGetDatum(construct_array(statuses, n, INT4OID, 4, true, TYPALIGN_INT));
-	args[3] = PointerGetDatum(construct_array(classes, n, TEXTOID, -1, false, TYPALIGN_INT));
-	args[4] = PointerGetDatum(construct_array(errors, n, TEXTOID, -1, false, TYPALIGN_INT));
-	args[5] = PointerGetDatum(construct_array(retry_after, n, INT4OID, 4, true, TYPALIGN_INT));
-	args[6] = PointerGetDatum(construct_array(gone, n, BOOLOID, 1, true, TYPALIGN_CHAR));
+	outcome_columns(done, n, &c);
+	args[0] = array_datum(c.ids, NULL, n, INT8OID);
+	args[1] = array_datum(c.outcomes, NULL, n, TEXTOID);
+	args[2] = array_datum(c.statuses, NULL, n, INT4OID);
+	args[3] = array_datum(c.classes, NULL, n, TEXTOID);
+	args[4] = array_datum(c.errors, NULL, n, TEXTOID);
+	args[5] = array_datum(c.retry_after, NULL, n, INT4OID);
+	args[6] = array_datum(c.gone, NULL, n, BOOLOID);
 
 	SPI_connect();
 	run_plan(PLAN_RECORD, args, SPI_OK_SELECT);
@@ -365,28 +389,27 @@ record_batch(DelqTransfer **done, int n)
 }
 
 /*
- * Record n outcomes in a subtransaction of their own.  False if that
- * failed: the error is logged as a WARNING when it concerned one delivery,
- * and nothing of it stays written.  A cancel or shutdown is not swallowed.
+ * Run fn(arg) in an internal subtransaction of its own.  NULL when it
+ * committed; else its error, copied into the caller's memory context,
+ * once the subtransaction is rolled back.  A cancel or a shutdown is not
+ * swallowed: it is thrown again.
  */
-static bool
-record_in_subxact(DelqTransfer **done, int n)
+ErrorData *
+delq_store_subxact(void (*fn) (void *arg), void *arg)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
-	bool		ok = true;
+	ErrorData  *edata = NULL;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		record_batch(done, n);
+		fn(arg);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -396,19 +419,48 @@ record_in_subxact(DelqTransfer **done, int n)
 		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
 			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION)
 			ReThrowError(edata);
-		if (n == 1)
-			ereport(WARNING,
-					(errmsg("delq could not record the outcome of delivery %lld: %s",
-							(long long) done[0]->delivery_id, edata->message),
-					 errdetail("Its other outcomes were recorded."),
-					 errhint("The delivery stays in flight until its lease expires; then it is sent again.")));
-		FreeErrorData(edata);
-		ok = false;
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
-	return ok;
+	return edata;
+}
+
+typedef struct RecordBatch
+{
+	DelqTransfer **done;
+	int			n;
+}			RecordBatch;
+
+static void
+record_batch_fn(void *arg)
+{
+	RecordBatch *b = (RecordBatch *) arg;
+
+	record_batch(b->done, b->n);
+}
+
+/*
+ * Record n outcomes in a subtransaction of their own.  False if that
+ * failed: the error is logged as a WARNING when it concerned one delivery,
+ * and nothing of it stays written.
+ */
+static bool
+record_in_subxact(DelqTransfer **done, int n)
+{
+	RecordBatch b = {done, n};
+	ErrorData  *edata = delq_store_subxact(record_batch_fn, &b);
+
+	if (edata == NULL)
+		return true;
+	if (n == 1)
+		ereport(WARNING,
+				(errmsg("delq could not record the outcome of delivery %lld: %s",
+						(long long) done[0]->delivery_id, edata->message),
+				 errdetail("Its other outcomes were recorded."),
+				 errhint("The delivery stays in flight until its lease expires; then it is sent again.")));
+	FreeErrorData(edata);
+	return false;
 }
 
 /*

@@ -36,6 +36,12 @@ extern void delq_store_run(DelqStatement *stmt, Datum *values, int expected);
 extern int	delq_store_run_int(DelqStatement *stmt, Datum arg);
 
 /*
+ * Run fn(arg) in a subtransaction of its own: NULL, or its error once it is
+ * rolled back (a cancel or shutdown is thrown again).
+ */
+extern ErrorData *delq_store_subxact(void (*fn) (void *arg), void *arg);
+
+/*
  * Claim up to max_rows due deliveries.  Each claimed delivery becomes a
  * DelqTransfer allocated in its own memory context under parent (so that
  * it can be freed on its own); *transfers is palloc'd in parent.

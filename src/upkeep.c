@@ -15,10 +15,7 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "utils/memutils.h"
-#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "settings.h"
@@ -32,27 +29,25 @@ static DelqStatement redact_stmt =
 static DelqStatement checkpoint_stmt =
 {"SELECT pg_catalog.int4(pg_catalog.count(*)) FROM delq.ledger_checkpoint('1 hour')", 0, {InvalidOid}};
 
-typedef int (*DelqUpkeep) (void);
-
 /* Deadline alerts: NOTIFY delq_alerts for requests newly at risk/overdue. */
-static int
-deadline_alerts(void)
+static void
+deadline_alerts(void *arg)
 {
-	return delq_store_run_int(&alerts_stmt, Int32GetDatum(delq_batch_size));
+	(void) delq_store_run_int(&alerts_stmt, Int32GetDatum(delq_batch_size));
 }
 
 /* Replace subjects of requests finished longer ago than the retention. */
-static int
-redaction(void)
+static void
+redaction(void *arg)
 {
-	return delq_store_run_int(&redact_stmt, Int64GetDatum(PG_INT32_MAX));
+	(void) delq_store_run_int(&redact_stmt, Int64GetDatum(PG_INT32_MAX));
 }
 
 /* Chain the ledger's heads, at most once an hour. */
-static int
-ledger_checkpoint(void)
+static void
+ledger_checkpoint(void *arg)
 {
-	return delq_store_run_int(&checkpoint_stmt, (Datum) 0);
+	(void) delq_store_run_int(&checkpoint_stmt, (Datum) 0);
 }
 
 /*
@@ -61,33 +56,16 @@ ledger_checkpoint(void)
  * nor forwarding.
  */
 static void
-upkeep(DelqUpkeep task, const char *what)
+upkeep(void (*task) (void *arg), const char *what)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *edata = delq_store_subxact(task, NULL);
 
-	BeginInternalSubTransaction(NULL);
-	PG_TRY();
-	{
-		task();
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		ereport(WARNING,
-				(errmsg("delq worker could not run %s: %s", what, edata->message),
-				 errhint("It is retried at the next housekeeping.")));
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
+	if (edata == NULL)
+		return;
+	ereport(WARNING,
+			(errmsg("delq worker could not run %s: %s", what, edata->message),
+			 errhint("It is retried at the next housekeeping.")));
+	FreeErrorData(edata);
 }
 
 /*
