@@ -23,8 +23,8 @@ SELECT count(*) AS non_https_docs FROM delq.connectors, unnest(documentation) d 
 -- Each connector makes a valid templated destination (add_connector validates
 -- the template as add_destination does).
 SELECT delq.add_connector('t85_stripe', 'stripe', '{"api_key": "sk_test_t85"}');
-SELECT delq.add_connector('t85_auth0', 'auth0', '{"base_url": "https://t85.eu.auth0.com",
-       "audience": "https://t85.eu.auth0.com/api/v2/", "client_id": "cid", "client_secret": "auth0-t85-secret"}');
+SELECT delq.add_connector('t85_auth0', 'auth0', '{"base_url": "https://t85.eu.auth0.com/",
+       "client_id": "cid", "client_secret": "auth0-t85-secret"}');
 SELECT delq.add_connector('t85_mailchimp', 'mailchimp', '{"base_url": "https://us6.api.mailchimp.com/3.0",
        "api_key": "0123-us6", "list_id": "a1b2c3"}');
 SELECT delq.add_connector('t85_segment', 'segment', '{"token": "sgp_t85"}');
@@ -38,6 +38,11 @@ SELECT name, url, (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(
 -- defaults filled in
 SELECT credentials ->> 'regulation_type' AS regulation_type FROM delq.destination WHERE name = 't85_segment';
 SELECT credentials ->> 'revision' AS revision FROM delq.destination WHERE name = 't85_klaviyo';
+-- a default from the base URL (auth0's audience); one given wins
+SELECT credentials ->> 'audience' AS audience FROM delq.destination WHERE name = 't85_auth0';
+SELECT delq.add_connector('t85_auth0_custom', 'auth0', '{"base_url": "https://login.t85.example",
+       "audience": "https://t85.eu.auth0.com/api/v2/", "client_id": "cid", "client_secret": "s"}');
+SELECT credentials ->> 'audience' AS audience FROM delq.destination WHERE name = 't85_auth0_custom';
 -- a regional base_url replaces the default
 SELECT delq.add_connector('t85_segment_eu', 'segment', '{"token": "sgp_t85", "base_url": "https://eu1.api.segmentapis.com"}');
 SELECT url FROM delq.destination WHERE name = 't85_segment_eu';
@@ -48,6 +53,7 @@ SELECT regress.bad($$SELECT delq.add_connector('t85_x', 'stripe', '{}')$$);
 SELECT regress.bad($$SELECT delq.add_connector('t85_x', 'stripe', '{"api_key": "k", "apikey": "k"}')$$);
 SELECT regress.bad($$SELECT delq.add_connector('t85_x', 'stripe', '{"api_key": 42}')$$);
 SELECT regress.bad($$SELECT delq.add_connector('t85_x', 'mailchimp', '{"api_key": "k", "list_id": "l"}')$$);
+SELECT regress.bad($$SELECT delq.add_connector('t85_x', 'auth0', '{"client_id": "c", "client_secret": "s"}')$$);
 SELECT regress.bad($$SELECT delq.add_connector('t85_x', 'nosuchvendor', '{}')$$);
 SELECT regress.bad($$SELECT delq.add_connector('t85_x', 'stripe', '{"api_key": "k", "base_url": "ftp://api.stripe.com"}')$$);
 SELECT regress.bad($$SELECT delq.add_connector('t85_stripe', 'stripe', '{"api_key": "k"}')$$);

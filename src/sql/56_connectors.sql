@@ -33,6 +33,7 @@ DECLARE
     k text;
     v jsonb;
     given jsonb;
+    base text;
     credentials jsonb := '{}'::jsonb;
 BEGIN
     PERFORM delq._check_name('name', name);
@@ -54,8 +55,15 @@ BEGIN
             PERFORM delq._invalid('settings', format('%s must be a string', k), 'Settings are strings.');
         END IF;
     END LOOP;
+    base := rtrim(coalesce(settings ->> 'base_url', c.settings -> 'base_url' ->> 'default'), '/');
     FOR k, v IN SELECT * FROM jsonb_each(c.settings) LOOP
-        given := coalesce(settings -> k, v -> 'default');
+        given := settings -> k;
+        -- a default may derive from the base URL (auth0's audience is
+        -- {{base_url}}/api/v2/); without a base URL that error comes below
+        IF given IS NULL AND v ? 'default'
+           AND (strpos(v ->> 'default', '{{base_url}}') OPERATOR(pg_catalog.=) 0 OR base IS NOT NULL) THEN
+            given := to_jsonb(replace(v ->> 'default', '{{base_url}}', base));
+        END IF;
         IF given IS NULL THEN
             IF coalesce((v ->> 'required')::boolean, false) THEN
                 PERFORM delq._invalid('settings', format('lacks %s, which connector %s needs', k, c.name),

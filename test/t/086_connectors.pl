@@ -55,7 +55,6 @@ sub connector
 	my ($vendor, %extra) = @_;
 	my $name = sprintf('%s_%02d', $vendor, ++$n);
 	my %settings = (%{ $SECRETS{$vendor} }, base_url => $vd->url($vendor), %extra);
-	$settings{audience} //= $vd->url('auth0') . '/api/v2/' if $vendor eq 'auth0';
 	sql("SELECT delq.add_connector('$name', '$vendor', " . q_(encode_json(\%settings)) . ')');
 	sql("SELECT delq.add_route('$name', " . q_(encode_json({ case => $name })) . ')');
 	return $name;
