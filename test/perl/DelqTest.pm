@@ -196,7 +196,8 @@ sub check_webhook_id
 
 Start test/sink/delq_sink.py and wait until it listens.  Options: secret
 (whsec_...), port (default 0: any free), name (file prefix, default "sink"),
-hang_max (seconds), python (default $DELQ_PYTHON or /usr/bin/python3).
+hang_max (seconds), seed (for "random" behaviours), python (default
+$DELQ_PYTHON or /usr/bin/python3).
 Returns a DelqTest::Sink.
 
 =cut
@@ -223,6 +224,7 @@ sub start_sink
 		'--log' => $self->{log_file});
 	push @cmd, '--secret' => $opts{secret} if defined $opts{secret};
 	push @cmd, '--hang-max' => $opts{hang_max} if defined $opts{hang_max};
+	push @cmd, '--seed' => $opts{seed} if defined $opts{seed};
 
 	my $pid = fork() // croak "fork: $!";
 	if ($pid == 0)
@@ -302,6 +304,14 @@ sub control
 {
 	my ($self, $dest, $behaviour) = @_;
 	return $self->_call('POST', "/_control/$dest", $behaviour);
+}
+
+# The steps of $dest's program still to come (arrayref of {behaviour,
+# remaining, ends_at}); ends_at (epoch seconds) is when a for_ms step ends.
+sub program
+{
+	my ($self, $dest) = @_;
+	return $self->_call('GET', "/_control/$dest");
 }
 
 # Recorded requests (hashrefs, oldest first) for $dest, or all when undef.

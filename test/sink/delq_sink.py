@@ -7,14 +7,17 @@ recorded (and appended as one JSON line to --log) and answered according to the
 behaviour set for it through the control API; the default is 200 {"ok":true}.
 
     delq_sink.py [--port N] [--port-file F] [--log F] [--secret whsec_...]
-                 [--hang-max SECONDS] [--keep N] [--watch-parent]
+                 [--hang-max SECONDS] [--keep N] [--watch-parent] [--seed N]
 
 Control API (paths starting with "/_" are never recorded):
     POST /_control/<dest>  {"status":503,"retry_after":"2","times":1}
                            behaviour keys: status, retry_after, delay_ms, hang,
                            body, body_bytes, reset, headers, times (absent: until
-                           changed); or {"sequence":[{...},{...}]} (each step once
-                           unless it has "times"), then the default again
+                           changed), for_ms (a time window instead of a count),
+                           random (a list of behaviours, each with a "chance",
+                           one drawn per request; else the default 200);
+                           or {"sequence":[{...},{...}]} (each step once
+                           unless it has "times" or "for_ms"), then the default again
     GET  /_control/<dest>  the behaviours still to come
     GET  /_requests[?dest=<d>][&since=<seq>]   recorded requests, oldest first
     GET  /_stats           {"total":N,"dests":{"<d>":{"count":N,"status":{"200":N}}}}
@@ -30,6 +33,7 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import select
 import signal
 import socket
@@ -41,22 +45,40 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 BEHAVIOUR_KEYS = {"status", "retry_after", "delay_ms", "hang", "body",
-                  "body_bytes", "reset", "headers", "times"}
+                  "body_bytes", "reset", "headers", "times", "for_ms", "random"}
+# what a behaviour drawn from a "random" list may say
+ANSWER_KEYS = BEHAVIOUR_KEYS - {"times", "for_ms", "random"} | {"chance"}
 FILLER = memoryview(b"x" * 65536)
 
 
-def check_behaviour(b):
+def check_behaviour(b, allowed=BEHAVIOUR_KEYS):
     """Reject typos and nonsense early: a test must not silently get a 200."""
     if not isinstance(b, dict):
         raise ValueError("a behaviour must be a JSON object")
-    unknown = set(b) - BEHAVIOUR_KEYS
+    unknown = set(b) - allowed
     if unknown:
         raise ValueError("unknown behaviour keys: %s (allowed: %s)"
-                         % (", ".join(sorted(unknown)), ", ".join(sorted(BEHAVIOUR_KEYS))))
+                         % (", ".join(sorted(unknown)), ", ".join(sorted(allowed))))
+    if "times" in b and "for_ms" in b:
+        raise ValueError('"times" and "for_ms" do not go together')
+    if "random" in b:
+        if set(b) - {"random", "times", "for_ms"}:
+            raise ValueError('"random" goes only with "times" or "for_ms"')
+        if not isinstance(b["random"], list) or not b["random"]:
+            raise ValueError('"random" must be a non-empty list of behaviours')
+        total = 0.0
+        for choice in b["random"]:
+            check_behaviour(choice, ANSWER_KEYS)
+            chance = choice.get("chance")
+            if type(chance) not in (int, float) or not 0 < chance <= 1:
+                raise ValueError('each "random" behaviour needs a "chance" above 0, at most 1')
+            total += chance
+        if total > 1 + 1e-9:
+            raise ValueError('the chances of "random" add up to more than 1')
     status = b.get("status", 200)
     if type(status) is not int or not 100 <= status <= 599:
         raise ValueError("status must be an integer from 100 to 599")
-    for key in ("delay_ms", "body_bytes", "times"):
+    for key in ("delay_ms", "body_bytes", "times", "for_ms"):
         if key in b and (type(b[key]) is not int or b[key] < 0):
             raise ValueError("%s must be a non-negative integer" % key)
     if not isinstance(b.get("headers", {}), dict):
@@ -65,22 +87,47 @@ def check_behaviour(b):
 
 
 def parse_program(spec):
-    """A control body as a list of [behaviour, remaining]; remaining None = forever."""
+    """A control body as a list of Steps."""
     if isinstance(spec, list):
         spec = {"sequence": spec}
     if isinstance(spec, dict) and "sequence" in spec:
         if set(spec) != {"sequence"} or not isinstance(spec["sequence"], list):
             raise ValueError('"sequence" must be a list and the only key')
-        return [[check_behaviour(b), b.get("times", 1)] for b in spec["sequence"]]
+        return [Step(check_behaviour(b), 1) for b in spec["sequence"]]
     check_behaviour(spec)
-    return [[spec, spec.get("times")]]
+    return [Step(spec, None)]
+
+
+class Step:
+    """One behaviour of a program and how long it lasts: "times" requests,
+    "for_ms" milliseconds from when it became the current step (set, or the
+    step before it ended), or until changed."""
+
+    def __init__(self, behaviour, default_times):
+        self.behaviour = behaviour
+        self.remaining = behaviour.get("times", None if "for_ms" in behaviour else default_times)
+        self.ends_at = None             # for_ms: set when the step starts
+
+    def start(self, at):
+        if "for_ms" in self.behaviour:
+            self.ends_at = at + self.behaviour["for_ms"] / 1000.0
+
+    def over(self, now):
+        return self.remaining == 0 or (self.ends_at is not None and now >= self.ends_at)
+
+    def describe(self):
+        d = {"behaviour": self.behaviour, "remaining": self.remaining}
+        if self.ends_at is not None:
+            d["ends_at"] = round(self.ends_at, 6)
+        return d
 
 
 class State:
     """Everything the handler threads share, behind one lock."""
 
-    def __init__(self, secret, log_path, hang_max, keep):
+    def __init__(self, secret, log_path, hang_max, keep, seed=None):
         self.lock = threading.Lock()
+        self.random = random.Random(seed)
         self.key = None
         if secret:
             if not secret.startswith("whsec_"):
@@ -105,22 +152,42 @@ class State:
 
     def set_program(self, dest, program):
         with self.lock:
+            if program:
+                program[0].start(time.time())
             self.programs[dest] = program
+
+    def _current(self, dest, now):
+        """The program's current step (None: the default), dropping those that
+        are over; a for_ms step after a timed one starts when that one ended."""
+        program = self.programs.get(dest, [])
+        while program and program[0].over(now):
+            done = program.pop(0)
+            if program:
+                program[0].start(done.ends_at if done.ends_at is not None
+                                 and done.remaining != 0 else now)
+        return program[0] if program else None
 
     def program(self, dest):
         with self.lock:
-            return [{"behaviour": b, "remaining": n} for b, n in self.programs.get(dest, [])]
+            self._current(dest, time.time())
+            return [step.describe() for step in self.programs.get(dest, [])]
 
     def next_behaviour(self, dest):
         with self.lock:
-            program = self.programs.get(dest, [])
-            while program and program[0][1] == 0:
-                program.pop(0)
-            if not program:
+            step = self._current(dest, time.time())
+            if step is None:
                 return {}
-            if program[0][1] is not None:
-                program[0][1] -= 1
-            return program[0][0]
+            if step.remaining is not None:
+                step.remaining -= 1
+            b = step.behaviour
+            if "random" in b:           # one draw: the first choice it falls in
+                draw = self.random.random()
+                for choice in b["random"]:
+                    draw -= choice["chance"]
+                    if draw < 0:
+                        return choice
+                return {}
+            return b
 
     def record(self, rec):
         with self.lock:
@@ -338,10 +405,11 @@ def main():
     ap.add_argument("--hang-max", type=float, default=600, help="longest hang, seconds")
     ap.add_argument("--keep", type=int, default=0, help="records kept in memory (0: all)")
     ap.add_argument("--watch-parent", action="store_true", help="exit when the parent exits")
+    ap.add_argument("--seed", type=int, help="seed for \"random\" behaviours (default: from the OS)")
     args = ap.parse_args()
 
     server = Server(("127.0.0.1", args.port), Handler)
-    server.state = State(args.secret, args.log, args.hang_max, args.keep)
+    server.state = State(args.secret, args.log, args.hang_max, args.keep, args.seed)
 
     def stop(signum, frame):
         raise SystemExit(0)

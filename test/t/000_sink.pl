@@ -178,6 +178,38 @@ is("@{$k[0]{client}}", "@{$k[1]{client}}", 'keep-alive: two requests share one c
 is_deeply([ map { $_->{conn_request} } @k ], [ 1, 2, 1 ], 'keep-alive: per-connection request number');
 isnt($k[2]{client}[1], $k[0]{client}[1], 'a new connection has another client port');
 
+# --- random answers and time windows ---------------------------------------
+$sink->control('rho',
+	{ random => [ { chance => 0.1, status => 503 }, { chance => 0.1, reset => JSON::PP::true } ] });
+post('rho', '{}') for 1 .. 400;
+my $rho = $sink->stats->{dests}{rho}{status};
+note 'random: ' . join(', ', map { "$_ => $rho->{$_}" } sort keys %$rho);
+ok( ($rho->{503} // 0) >= 15 && ($rho->{503} // 0) <= 70
+	  && ($rho->{reset} // 0) >= 15 && ($rho->{reset} // 0) <= 70
+	  && ($rho->{200} // 0) >= 260,
+	'random: about 10% 503, 10% resets, the rest the default 200');
+ok(!eval { $sink->control('rho', { random => [ { chance => 0.7, status => 500 }, { chance => 0.4 } ] }); 1 },
+	'random: chances adding up to more than 1 are refused');
+ok(!eval { $sink->control('rho', { random => [ { status => 500 } ] }); 1 },
+	'random: a choice without a chance is refused');
+ok(!eval { $sink->control('rho', { status => 500, times => 2, for_ms => 10 }); 1 },
+	'times and for_ms together are refused');
+
+$sink->control('win', { status => 503, for_ms => 1500 });
+my $set_at = time;
+my $prog = $sink->program('win');
+ok(abs($prog->[0]{ends_at} - ($set_at + 1.5)) < 0.5, 'for_ms: the window ends 1.5 s after it was set');
+is(post('win', '{}')->{status}, 503, 'for_ms: 503 inside the window');
+usleep(10_000) while time < $prog->[0]{ends_at} + 0.05;
+is(post('win', '{}')->{status}, 200, 'for_ms: the default after it');
+is_deeply($sink->program('win'), [], 'for_ms: nothing left to come');
+
+$sink->control('win', [ { status => 503, for_ms => 400 }, { status => 502 } ]);
+is(post('win', '{}')->{status}, 503, 'sequence: a window first');
+usleep(450_000);
+is_deeply([ map { post('win', '{}')->{status} } 1 .. 2 ], [ 502, 200 ],
+	'sequence: then the next step once, then the default');
+
 # --- log file, reset ------------------------------------------------------
 my $total = $sink->count;
 open(my $log, '<', $sink->log_file) or die $!;
