@@ -240,6 +240,14 @@ is(sql("SELECT count(*) FROM delq.connectors WHERE settings ? 'base_url' AND car
 	is(join(',', map { $_->{outcome} } grep { $_->{step} eq 'poll' } @{ steps($rid, $d) }),
 		'pending,pending,finished', 'segment: poll events');
 
+	$vd->control('segment', [ { status => 429, retry_after => '1', method => 'POST' },
+							  { status => 500, method => 'GET' }, { job_states => [qw(RUNNING FINISHED)] } ]);
+	$since = last_seq();
+	$rid = submit($d, 'ann@example.com', { user_id => 'u-789' });
+	is(outcome($rid, $d, 'confirmed'), 'confirmed|', 'segment: 429 on the regulation, 500 on a poll, then confirmed');
+	is(join(' ', map { "$_->{method} $_->{status}" } reqs('segment', $since)),
+		'POST 429 POST 200 GET 500 GET 200 GET 200', 'segment: each retried, one regulation only');
+
 	$vd->control('segment', { job_states => [qw(RUNNING FAILED)] });
 	$rid = submit($d, 'max@example.com', { user_id => 'u-456' });
 	like(outcome($rid, $d, 'failed'), qr/^failed\|poll: job failed/, 'segment: a failed regulation fails the delivery');
@@ -265,6 +273,13 @@ is(sql("SELECT count(*) FROM delq.connectors WHERE settings ? 'base_url' AND car
 	is(join(' ', map { $_->{status} } @r), '429 204', 'hubspot: retried after the 429');
 	is_deeply(decode_json($r[1]{body}), { objectId => 'jane@example.com', idProperty => 'email' }, 'hubspot: by e-mail');
 	is(scalar @{ $vd->state('hubspot')->{records} }, 0, 'hubspot: the contact is gone');
+
+	$vd->control('hubspot', { status => 502 });
+	$since = last_seq();
+	$rid = submit($d, 'max@example.com');
+	is(outcome($rid, $d, 'confirmed'), 'confirmed|', 'hubspot: 502, then confirmed');
+	is(join(' ', map { $_->{status} } reqs('hubspot', $since)), '502 204', 'hubspot: retried once');
+	is_deeply($vd->state('hubspot')->{blocklist}, ['max@example.com'], 'hubspot: an unknown address is blocklisted');
 }
 
 # ---------------------------------------------------------------------------
@@ -291,6 +306,16 @@ is(sql("SELECT count(*) FROM delq.connectors WHERE settings ? 'base_url' AND car
 	$vd->control('zendesk', { status => 429, method => 'DELETE' });
 	$rid = submit($d, 'busy@example.com');
 	is(outcome($rid, $d, 'confirmed'), 'confirmed|', 'zendesk: 429 (Retry-After), then confirmed');
+
+	$vd->seed('zendesk', [ { email => 'perm@example.com' } ]);
+	$vd->control('zendesk', { status => 500, path => '/api/v2/deleted_users/' });
+	$since = last_seq();
+	$rid = submit($d, 'perm@example.com');
+	is(outcome($rid, $d, 'confirmed'), 'confirmed|', 'zendesk: 500 on the permanent delete, then confirmed');
+	is(join(' ', map { $_->{status} } grep { $_->{method} eq 'DELETE' } reqs('zendesk', $since)), '200 500 200',
+		'zendesk: only the permanent delete repeated');
+	is(scalar(grep { ($_->{email} // '') eq 'perm@example.com' } @{ $vd->state('zendesk')->{records} }), 0,
+		'zendesk: the user is scrubbed');
 }
 
 # ---------------------------------------------------------------------------
@@ -311,6 +336,14 @@ is(sql("SELECT count(*) FROM delq.connectors WHERE settings ? 'base_url' AND car
 
 	$rid = submit($d, 'nobody@example.com');
 	is(outcome($rid, $d, 'not_held'), 'not_held|', 'sendgrid: 404 on the lookup, not held');
+
+	$vd->seed('sendgrid', [ { email => 'ann@example.com' } ]);
+	$vd->control('sendgrid', [ { status => 503, method => 'DELETE' }, { job_states => ['completed'] } ]);
+	$since = last_seq();
+	$rid = submit($d, 'ann@example.com');
+	is(outcome($rid, $d, 'confirmed'), 'confirmed|', 'sendgrid: 503 on the delete, then confirmed');
+	is(join(' ', map { "$_->{method} $_->{status}" } reqs('sendgrid', $since)), 'POST 200 DELETE 503 DELETE 202 GET 200',
+		'sendgrid: the delete repeated, one job');
 
 	$vd->seed('sendgrid', [ { email => 'max@example.com' } ]);
 	$vd->control('sendgrid', { job_states => [qw(pending failed)] });
