@@ -82,7 +82,7 @@ SELECT f.fn, r.role, has_function_privilege(r.role, f.fn, 'EXECUTE') AS may
   FROM (VALUES ('delq.extend(uuid,interval,text)'), ('delq.check_deadlines(integer)'),
                ('delq.receipt(uuid)'), ('delq.verify_receipt(jsonb)'),
                ('delq.report(timestamptz,timestamptz)'), ('delq.was_erased(text,text)'),
-               ('delq.redact(interval)'), ('delq.ledger_checkpoint(interval)'),
+               ('delq.redact(interval,integer)'), ('delq.ledger_checkpoint(interval)'),
                ('delq.verify_ledger()'), ('delq.guard()'),
                ('delq._hmac_sha256(bytea,bytea)'), ('delq._subject_hash(text)'),
                ('delq._secret(text)')) AS f(fn),

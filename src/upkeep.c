@@ -25,9 +25,12 @@
 static DelqStatement alerts_stmt =
 {"SELECT delq.check_deadlines($1)", 1, {INT4OID}};
 static DelqStatement redact_stmt =
-{"SELECT pg_catalog.int4(least(delq.redact(), $1))", 1, {INT8OID}};
+{"SELECT pg_catalog.int4(delq.redact(NULL, $1))", 1, {INT4OID}};
 static DelqStatement checkpoint_stmt =
 {"SELECT pg_catalog.int4(pg_catalog.count(*)) FROM delq.ledger_checkpoint('1 hour')", 0, {InvalidOid}};
+
+/* Pause between two batches of a redaction backlog. */
+#define DELQ_UPKEEP_AGAIN_MS	50
 
 /* Deadline alerts: NOTIFY delq_alerts for requests newly at risk/overdue. */
 static void
@@ -36,11 +39,14 @@ deadline_alerts(void *arg)
 	(void) delq_store_run_int(&alerts_stmt, Int32GetDatum(delq_batch_size));
 }
 
-/* Replace subjects of requests finished longer ago than the retention. */
+/*
+ * Replace subjects of requests finished longer ago than the retention, at
+ * most a batch (delq.redact(), max_requests); *arg: how many.
+ */
 static void
 redaction(void *arg)
 {
-	(void) delq_store_run_int(&redact_stmt, Int64GetDatum(PG_INT32_MAX));
+	*(int *) arg = delq_store_run_int(&redact_stmt, Int32GetDatum(delq_batch_size));
 }
 
 /* Chain the ledger's heads, at most once an hour. */
@@ -56,9 +62,9 @@ ledger_checkpoint(void *arg)
  * nor forwarding.
  */
 static void
-upkeep(void (*task) (void *arg), const char *what)
+upkeep(void (*task) (void *arg), void *arg, const char *what)
 {
-	ErrorData  *edata = delq_store_subxact(task, NULL);
+	ErrorData  *edata = delq_store_subxact(task, arg);
 
 	if (edata == NULL)
 		return;
@@ -72,12 +78,19 @@ upkeep(void (*task) (void *arg), const char *what)
  * Run on its own clock, at most once per idle timeout, not on every look
  * for due work: under a steady load the worker looks every few
  * milliseconds, and the upkeep would then cost more than the claims.
+ * A backlog of redaction (a full batch of delq.batch_size) brings the next
+ * round forward: each batch commits with its own turn, so a large backlog
+ * is never one long transaction, and forwarding goes on between batches.
  */
 TimestampTz
 delq_upkeep_round(void)
 {
-	upkeep(deadline_alerts, "deadline alerts");
-	upkeep(redaction, "redaction");
-	upkeep(ledger_checkpoint, "the ledger checkpoint");
-	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delq_idle_timeout_ms);
+	int			redacted = 0;
+
+	upkeep(deadline_alerts, NULL, "deadline alerts");
+	upkeep(redaction, &redacted, "redaction");
+	upkeep(ledger_checkpoint, NULL, "the ledger checkpoint");
+	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+									   redacted >= delq_batch_size ?
+									   DELQ_UPKEEP_AGAIN_MS : delq_idle_timeout_ms);
 }

@@ -184,7 +184,8 @@ $$;
 -- the subject in the reasons and the delivery summary.  Logs a 'redacted'
 -- event per request.  Cheap when nothing is due, so the worker can call
 -- it on every housekeeping round.
-CREATE OR REPLACE FUNCTION delq.redact(older_than interval DEFAULT NULL)
+CREATE OR REPLACE FUNCTION delq.redact(older_than interval DEFAULT NULL,
+                                       max_requests integer DEFAULT 10000)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -197,12 +198,17 @@ DECLARE
 BEGIN
     PERFORM delq._check_not_negative('older_than', keep,
                                      'Pass how long a finished request keeps its subject, e.g. ''30 days'', or NULL for delq.subject_retention.');
+    -- bounded: a backlog is redacted in as many short transactions as it
+    -- takes (the worker calls again at once while batches come back full)
+    PERFORM delq._not_null('max_requests', max_requests);
+    PERFORM delq._check_range('max_requests', max_requests, 1, 1000000);
 
     WITH victims AS (
         SELECT f.id FROM delq.finished f
          WHERE f.redacted_at IS NULL
            AND coalesce(f.completed_at, f.rejected_at, f.finished_at) <= now() - keep
          ORDER BY f.id
+         LIMIT max_requests
            FOR UPDATE SKIP LOCKED
     ), done AS (
         UPDATE delq.finished f
@@ -300,5 +306,5 @@ LANGUAGE c
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'delq_guard';
 
-GRANT EXECUTE ON FUNCTION delq.redact(interval), delq.was_erased(text, text), delq.guard()
+GRANT EXECUTE ON FUNCTION delq.redact(interval, integer), delq.was_erased(text, text), delq.guard()
     TO delq_operator;

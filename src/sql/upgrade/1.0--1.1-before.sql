@@ -40,3 +40,6 @@ DROP FUNCTION IF EXISTS delq._merge_destination(delq.destination, text, jsonb, t
                                                 integer, integer, text, interval, interval, boolean,
                                                 text, text, text);
 DROP FUNCTION IF EXISTS delq._claim(integer);
+
+-- redact() takes max_requests (issue 10: bounded batches)
+DROP FUNCTION IF EXISTS delq.redact(interval);
