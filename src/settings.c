@@ -36,6 +36,7 @@ int			delq_breaker_max_cooldown_s = 3600;
 char	   *delq_ca_file = NULL;
 int			delq_warn_before_s = 7 * 24 * 3600;
 int			delq_subject_retention_s = 30 * 24 * 3600;
+int			delq_secret_overlap_s = 24 * 3600;
 char	   *delq_redact_attributes = NULL;
 static char *delq_library_version = NULL;
 char	   *delq_http_listen = NULL;
@@ -283,6 +284,15 @@ delq_define_privacy_settings(void)
 							&delq_warn_before_s,
 							7 * 24 * 3600, 0, 365 * 24 * 3600,
 							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("delq.secret_overlap",
+							"How long a destination's previous signing secret keeps signing next to a new one.",
+							"alter_destination(secret => ...) keeps the old secret for this long (0: none).",
+							&delq_secret_overlap_s,
+							24 * 3600, 0, 30 * 24 * 3600,
+							PGC_SIGHUP,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
 

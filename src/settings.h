@@ -24,6 +24,7 @@ extern int	delq_idle_timeout_ms;
 extern int	delq_breaker_threshold;
 extern int	delq_breaker_cooldown_s;
 extern int	delq_breaker_max_cooldown_s;
+extern int	delq_secret_overlap_s;
 extern char *delq_ca_file;
 extern int	delq_warn_before_s;
 extern int	delq_subject_retention_s;

@@ -19,6 +19,7 @@
 #include <curl/curl.h>
 
 #include "catalog/pg_type.h"
+#include "lib/stringinfo.h"
 #include "fmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -127,6 +128,42 @@ delq_reserved_headers(PG_FUNCTION_ARGS)
 }
 
 /*
+ * The webhook-signature header: one "v1,<base64>" per secret of the
+ * space-separated list delq._signing_secrets() gave (the new secret and,
+ * while a rotation overlaps, the previous one), separated by spaces as
+ * Standard Webhooks specifies, so that a receiver that knows either verifies.
+ */
+static const char *
+webhook_signatures(DelqTransfer *xfer, int64 ts, char **line)
+{
+	StringInfoData sigs;
+	char	   *list = pstrdup(xfer->secret);
+	size_t		len = strlen(list);
+	char	   *save = NULL;
+	const char *err = NULL;
+
+	initStringInfo(&sigs);
+	appendStringInfoString(&sigs, "webhook-signature:");
+	for (char *secret = strtok_r(list, " ", &save); secret != NULL;
+		 secret = strtok_r(NULL, " ", &save))
+	{
+		char	   *signature = delq_signature(secret, xfer->webhook_id, ts,
+											   xfer->body, strlen(xfer->body));
+
+		if (signature == NULL)
+		{
+			err = "signing secret is not \"whsec_\" and base64 of 24 to 64 bytes";
+			break;
+		}
+		appendStringInfo(&sigs, " %s", signature);
+	}
+	explicit_bzero(list, len);
+	pfree(list);
+	*line = sigs.data;
+	return err;
+}
+
+/*
  * DelqHttpPrepare: the Standard Webhooks headers (docs/destinations.md),
  * signed over the time the request leaves now.  Allocates in the client's
  * short-lived context.
@@ -144,13 +181,11 @@ webhook_prepare(DelqHttpRequest *req, char ***lines, int *nlines)
 	out[n++] = psprintf("webhook-timestamp: " INT64_FORMAT, ts);
 	if (xfer->secret != NULL)	/* no signature without a secret */
 	{
-		char	   *signature = delq_signature(xfer->secret, xfer->webhook_id,
-											   ts, xfer->body,
-											   strlen(xfer->body));
+		const char *err = webhook_signatures(xfer, ts, &out[n]);
 
-		if (signature == NULL)
-			return "signing secret is not \"whsec_\" and base64 of 24 to 64 bytes";
-		out[n++] = psprintf("webhook-signature: %s", signature);
+		if (err != NULL)
+			return err;
+		n++;
 	}
 	out[n++] = psprintf("Idempotency-Key: %s", xfer->webhook_id);
 	*lines = out;

@@ -120,6 +120,11 @@ ALTER TABLE delq.destination ADD COLUMN IF NOT EXISTS lease_ms bigint;
 -- webhook destination.  credentials are secrets, like secret.
 ALTER TABLE delq.destination ADD COLUMN IF NOT EXISTS request jsonb;
 ALTER TABLE delq.destination ADD COLUMN IF NOT EXISTS credentials jsonb;
+-- 1.1: secret rotation.  After alter_destination(secret => ...), the
+-- previous secret signs too (a second signature) until previous_secret_until
+-- (delq.secret_overlap), so receivers can switch without a gap.
+ALTER TABLE delq.destination ADD COLUMN IF NOT EXISTS previous_secret text;
+ALTER TABLE delq.destination ADD COLUMN IF NOT EXISTS previous_secret_until timestamptz;
 
 -- secrets and header values: delq_admin only (operators read delq.destinations)
 GRANT SELECT ON delq.destination TO delq_admin;

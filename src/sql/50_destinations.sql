@@ -239,13 +239,26 @@ BEGIN
       FROM jsonb_each(to_jsonb(d)) n JOIN jsonb_each(to_jsonb(old)) o USING (key)
      WHERE n.value IS DISTINCT FROM o.value AND n.key <> 'updated_at';
 
+    -- Secret rotation (docs/destinations.md): the previous secret signs too,
+    -- for delq.secret_overlap, so receivers can switch without a gap.
+    IF 'secret' = ANY (changed) THEN
+        IF d.secret IS NOT NULL AND old.secret IS NOT NULL THEN
+            d.previous_secret := old.secret;
+            d.previous_secret_until := now() + delq._setting_interval('delq.secret_overlap');
+        ELSE
+            d.previous_secret := NULL;
+            d.previous_secret_until := NULL;
+        END IF;
+    END IF;
+
     UPDATE delq.destination t SET
         url = d.url, headers = d.headers, secret = d.secret, timeout_ms = d.timeout_ms,
         connect_timeout_ms = d.connect_timeout_ms, max_attempts = d.max_attempts,
         concurrency = d.concurrency, confirm = d.confirm, retry_base_ms = d.retry_base_ms,
         retry_max_ms = d.retry_max_ms, enabled = d.enabled, ca_file = d.ca_file,
         client_cert = d.client_cert, client_key = d.client_key, kind = d.kind,
-        request = d.request, credentials = d.credentials, updated_at = d.updated_at
+        request = d.request, credentials = d.credentials, updated_at = d.updated_at,
+        previous_secret = d.previous_secret, previous_secret_until = d.previous_secret_until
      WHERE t.name = d.name;
     IF changed && ARRAY['url', 'request', 'credentials'] THEN
         -- a token of the old client or template goes
@@ -267,7 +280,11 @@ BEGIN
                                     false, true);
     END IF;
     PERFORM delq._log('destination_altered', NULL, d.name,
-                      jsonb_build_object('changed', coalesce(changed, '{}')));
+                      jsonb_strip_nulls(jsonb_build_object(
+                          'changed', coalesce(changed, '{}'),
+                          'previous_secret_signs_s',
+                          CASE WHEN 'secret' = ANY (changed) AND d.previous_secret IS NOT NULL
+                               THEN round(extract(epoch FROM d.previous_secret_until - now())) END)));
 END
 $$;
 

@@ -49,6 +49,18 @@ RETURN (pg_catalog.jsonb_build_object(
                  pg_catalog.jsonb_build_object('confirm_url', delq._confirm_url(webhook_id)))
         ELSE '{}'::jsonb END)::text;
 
+-- The secrets that sign a destination's webhooks, space-separated: its
+-- secret, and its previous one while the rotation overlap lasts
+-- (alter_destination); src/webhook.c signs with each (Standard Webhooks:
+-- "v1,<sig> v1,<sig>").  A SQL-standard body: inlined into _claim().
+CREATE OR REPLACE FUNCTION delq._signing_secrets(t delq.destination)
+RETURNS text
+LANGUAGE sql STABLE
+RETURN CASE WHEN t.secret IS NOT NULL AND t.previous_secret IS NOT NULL
+                 AND t.previous_secret_until OPERATOR(pg_catalog.>) pg_catalog.now()
+            THEN t.secret OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) t.previous_secret
+            ELSE t.secret END;
+
 -- Claim up to max_rows due deliveries, earliest deadline first, keeping
 -- each destination under its concurrency cap and holding back destinations
 -- whose circuit breaker is open (one probe once its cool-down passed).
@@ -137,7 +149,7 @@ BEGIN
            CASE WHEN t.request IS NULL
                 THEN ARRAY(SELECT h.key || ': ' || h.value FROM jsonb_each_text(t.headers) h ORDER BY h.key)
                 ELSE r.headers END,
-           t.secret, t.timeout_ms, t.connect_timeout_ms, t.ca_file, t.client_cert,
+           delq._signing_secrets(t), t.timeout_ms, t.connect_timeout_ms, t.ca_file, t.client_cert,
            t.client_key,
            CASE WHEN t.request IS NULL THEN delq._webhook_body(p, c.webhook_id, t.confirm) ELSE r.body END,
            r.method, r.error
