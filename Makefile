@@ -86,10 +86,10 @@ connectors.sql: $(CONNECTORS) $(srcdir)/connectors/to-sql
 # fails when a file would change.
 typedefs:
 	PG_CONFIG=$(PG_CONFIG) tools/typedefs
-indent: typedefs
-	tools/pgindent
-indent-check: typedefs
-	CHECK=1 tools/pgindent
+indent:
+	PG_CONFIG=$(PG_CONFIG) tools/pgindent
+indent-check:
+	PG_CONFIG=$(PG_CONFIG) CHECK=1 tools/pgindent
 
 .PHONY: test demo
 test:

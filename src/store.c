@@ -289,10 +289,10 @@ typedef struct OutcomeColumns
 	Datum	   *errors;
 	Datum	   *retry_after;
 	Datum	   *gone;
-}			OutcomeColumns;
+} OutcomeColumns;
 
 static void
-outcome_columns(DelqTransfer **done, int n, OutcomeColumns * c)
+outcome_columns(DelqTransfer **done, int n, OutcomeColumns *c)
 {
 	c->ids = palloc(sizeof(Datum) * n);
 	c->outcomes = palloc(sizeof(Datum) * n);
@@ -430,7 +430,7 @@ typedef struct RecordBatch
 {
 	DelqTransfer **done;
 	int			n;
-}			RecordBatch;
+} RecordBatch;
 
 static void
 record_batch_fn(void *arg)

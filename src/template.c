@@ -30,12 +30,7 @@ delq_template_start(DelqHttp *http, DelqTransfer *xfer)
 	xfer->req.response_size = DELQ_HTTP_RESPONSE_MAX;
 	xfer->req.prepare = NULL;
 	xfer->req.header = delq_webhook_header;
-	xfer->outcome = DELQ_OUTCOME_PENDING;
-	xfer->http_status = 0;
-	xfer->retry_after_s = -1;
-	xfer->gone = false;
-	xfer->error[0] = '\0';
-	delq_http_start(http, &xfer->req);
+	delq_transfer_send(http, xfer);
 }
 
 char *
@@ -47,6 +42,7 @@ delq_template_body(DelqTransfer *xfer)
 		return NULL;
 	/* control characters become blanks: JSON stays JSON */
 	text = palloc(xfer->req.response_len + 1);
+
 	delq_http_safe_text(text, xfer->req.response_len + 1,
 						xfer->req.response, xfer->req.response_len);
 	return text;

@@ -84,7 +84,7 @@ parse_retry_after(const char *value)
  */
 void
 delq_webhook_header(DelqHttpRequest *req, const char *name, size_t namelen,
-			   const char *value, size_t valuelen)
+					const char *value, size_t valuelen)
 {
 	DelqTransfer *xfer = (DelqTransfer *) req;
 	char		buf[64];
@@ -194,6 +194,18 @@ webhook_prepare(DelqHttpRequest *req, char ***lines, int *nlines)
 }
 
 void
+delq_transfer_send(DelqHttp *http, DelqTransfer *xfer)
+{
+	xfer->outcome = DELQ_OUTCOME_PENDING;
+	xfer->http_status = 0;
+	xfer->retry_after_s = -1;
+	xfer->gone = false;
+	xfer->error[0] = '\0';
+	xfer->error_class[0] = '\0';
+	delq_http_start(http, &xfer->req);
+}
+
+void
 delq_webhook_start(DelqHttp *http, DelqTransfer *xfer)
 {
 	xfer->req.method = NULL;	/* a POST: there is a body */
@@ -203,13 +215,7 @@ delq_webhook_start(DelqHttp *http, DelqTransfer *xfer)
 	xfer->req.max_response = DELQ_HTTP_RESPONSE_MAX;
 	xfer->req.prepare = webhook_prepare;
 	xfer->req.header = delq_webhook_header;
-	xfer->outcome = DELQ_OUTCOME_PENDING;
-	xfer->http_status = 0;
-	xfer->retry_after_s = -1;
-	xfer->gone = false;
-	xfer->error[0] = '\0';
-	xfer->error_class[0] = '\0';
-	delq_http_start(http, &xfer->req);
+	delq_transfer_send(http, xfer);
 }
 
 DelqTransfer *

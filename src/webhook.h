@@ -73,6 +73,13 @@ typedef struct DelqTransfer
 extern void delq_webhook_start(DelqHttp *http, DelqTransfer *xfer);
 
 /*
+ * Send a transfer whose request (req) the caller has filled in: clears the
+ * outcome fields and starts it on the client.  delq_webhook_start and
+ * src/template.c use it.
+ */
+extern void delq_transfer_send(DelqHttp *http, DelqTransfer *xfer);
+
+/*
  * A request the client handed back: fill in the outcome fields.  Returns
  * the transfer.  Never throws.
  */

@@ -454,7 +454,7 @@ forwarding_loop(DelqForwarder *fw)
 			last_turn = now;
 		}
 
-		/* outcomes not sent at all (a template's render error) are waiting too */
+		/* outcomes never sent (a template's render error) wait too */
 		if ((claim_now && fw->running < delq_max_in_flight) || fw->ndone > 0)
 			timeout = 0;
 		else
