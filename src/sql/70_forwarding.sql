@@ -410,6 +410,7 @@ SELECT d.name, d.enabled,
        count(dl.id) FILTER (WHERE dl.state = 'confirmed') AS confirmed,
        count(dl.id) FILTER (WHERE dl.state = 'failed') AS failed,
        coalesce(s.consecutive_failures, 0) AS consecutive_failures,
+       -- twin of delq._breaker_state (75_breaker.sql), which a view may not call
        CASE WHEN s.breaker_until IS NULL THEN 'closed'
             WHEN s.breaker_until > now() THEN 'open'
             ELSE 'probing' END AS breaker,

@@ -16,16 +16,28 @@
 -- destination's chain: breaker_opened, breaker_probe, breaker_closed,
 -- breaker_reset.
 
--- How many deliveries of a destination may be in flight at time at: the
--- one place the breaker's room is decided (_claim() asks for now(),
--- _next_due() for 'infinity', i.e. once the cool-down has passed).
--- SQL-standard body: inlined into the queries that call it.
+-- The breaker's state at time at: the one place it is decided from
+-- breaker_until (the view delq.destination_health, 70_forwarding.sql,
+-- writes it out again: a view calls functions with its reader's EXECUTE
+-- rights, and delq._* functions are for nobody).
+-- SQL-standard bodies: inlined into the queries that call them.
+CREATE OR REPLACE FUNCTION delq._breaker_state(breaker_until timestamptz, at timestamptz)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN breaker_until IS NULL THEN 'closed'
+            WHEN breaker_until <= at THEN 'probing'
+            ELSE 'open' END;
+
+-- How many deliveries of a destination may be in flight at time at
+-- (_claim() asks for now(), _next_due() for 'infinity', i.e. once the
+-- cool-down has passed).
 CREATE OR REPLACE FUNCTION delq._breaker_room(concurrency integer, breaker_until timestamptz,
                                               at timestamptz)
 RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN CASE WHEN breaker_until IS NULL THEN concurrency
-            WHEN breaker_until <= at THEN 1
+RETURN CASE delq._breaker_state(breaker_until, at)
+            WHEN 'closed' THEN concurrency
+            WHEN 'probing' THEN 1
             ELSE 0 END;
 
 -- The cool-down of the opens-th opening in a row: delq.breaker_cooldown,
@@ -112,8 +124,7 @@ BEGIN
              WHERE t.name = s.name;
             IF s.breaker_until IS NOT NULL THEN
                 PERFORM delq._log('breaker_closed', NULL, s.name,
-                                  jsonb_build_object('was', CASE WHEN s.breaker_until > now()
-                                                                 THEN 'open' ELSE 'probing' END,
+                                  jsonb_build_object('was', delq._breaker_state(s.breaker_until, now()),
                                                      'opened_at', s.breaker_opened_at),
                                   'delq');
             END IF;
@@ -172,8 +183,7 @@ BEGIN
      WHERE t.name = s.name;
     PERFORM delq._log('breaker_reset', NULL, s.name,
                       jsonb_build_object('because', because,
-                                         'was', CASE WHEN s.breaker_until > now() THEN 'open'
-                                                     ELSE 'probing' END,
+                                         'was', delq._breaker_state(s.breaker_until, now()),
                                          'now', CASE WHEN close THEN 'closed' ELSE 'probing' END));
     RETURN true;
 END
