@@ -399,12 +399,12 @@ SELECT dl.destination, dl.request_id, dl.webhook_id,
         OR EXISTS (SELECT FROM pg_catalog.pg_roles r
                     WHERE r.rolname OPERATOR(pg_catalog.=) d.consumer
                       AND pg_catalog.pg_has_role(CURRENT_USER, r.oid, 'MEMBER')));
+GRANT SELECT ON delq.tasks TO delq_consumer, delq_operator;
 
 GRANT USAGE ON SCHEMA delq TO delq_consumer;
 GRANT EXECUTE ON FUNCTION delq.take(text, integer), delq.ack(text, boolean, text),
                           delq.nack(text, text, boolean)
     TO delq_consumer;
-GRANT SELECT ON delq.tasks TO delq_consumer, delq_operator;
 GRANT EXECUTE ON FUNCTION
     delq.add_pull_destination(text, regrole, interval, integer, interval, interval, boolean),
     delq.alter_pull_destination(text, regrole, interval)

@@ -31,6 +31,7 @@ SELECT pg_catalog.pg_extension_config_dump('delq.api_token', '');
 
 CREATE OR REPLACE VIEW delq.api_tokens AS
 SELECT t.name, t.role, t.created_at, t.last_used_at FROM delq.api_token t;
+GRANT SELECT ON delq.api_tokens TO delq_admin;
 
 -- A new token for role, returned once.  The role must be able to use delq
 -- (a member of delq_submitter or delq_metrics) and may not be a superuser
@@ -428,6 +429,7 @@ SELECT pg_catalog.pg_extension_config_dump('delq.hook', '');
 
 CREATE OR REPLACE VIEW delq.hooks AS
 SELECT h.name, h.kind, h.mapping, h.created_at FROM delq.hook h;
+GRANT SELECT ON delq.hooks TO delq_operator;
 
 CREATE OR REPLACE FUNCTION delq.add_hook(name text, kind text, secret text, mapping jsonb DEFAULT '{}')
 RETURNS void
@@ -763,8 +765,6 @@ GRANT EXECUTE ON FUNCTION
     TO delq_operator;
 GRANT EXECUTE ON FUNCTION delq.metrics() TO delq_metrics;
 GRANT USAGE ON SCHEMA delq TO delq_metrics;
-GRANT SELECT ON delq.hooks TO delq_operator;
 GRANT EXECUTE ON FUNCTION delq.add_api_token(text, text), delq.drop_api_token(text),
     delq.add_hook(text, text, text, jsonb), delq.drop_hook(text)
     TO delq_admin;
-GRANT SELECT ON delq.api_tokens TO delq_admin;
