@@ -5,7 +5,7 @@
  *	  Standard Webhooks request (headers, signature over the time it is
  *	  sent) and the meaning of the answer (outcome, Retry-After, 410 Gone,
  *	  error text).  The table of outcomes is in docs/destinations.md
- *	  ("What the receiver's answer means").
+ *	  ("Answering").
  *
  * IDENTIFICATION
  *	  src/webhook.c

@@ -89,7 +89,7 @@ extern DelqTransfer *delq_webhook_finish(DelqHttpRequest *req);
 extern void delq_webhook_header(DelqHttpRequest *req, const char *name, size_t namelen,
 								const char *value, size_t valuelen);
 
-/* What an HTTP status means for a delivery (docs/delivery.md). */
+/* What an HTTP status means for a delivery: docs/destinations.md. */
 extern DelqTransferOutcome delq_webhook_classify(int http_status);
 
 #endif							/* DELQ_WEBHOOK_H */
