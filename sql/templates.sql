@@ -283,6 +283,15 @@ SELECT url FROM pg_temp.send('t70_oauth', 'frank@example.com');
 SELECT pg_temp.answer('t70_oauth', 204, NULL, 'frank@example.com');
 SELECT state FROM pg_temp.state('t70_oauth', 'frank@example.com');
 SELECT * FROM pg_temp.steps('t70_oauth');
+-- a second 401 in a row is the answer: the delivery fails
+SELECT delq.submit('gina@example.com', 't70', NULL, '{"t70": "oauth"}') IS NOT NULL AS submitted;
+SELECT headers FROM pg_temp.send('t70_oauth', 'gina@example.com');
+SELECT pg_temp.answer('t70_oauth', 401, '{"message": "no"}', 'gina@example.com');
+SELECT url FROM pg_temp.send('t70_oauth', 'gina@example.com');
+SELECT pg_temp.answer('t70_oauth', 200, '{"access_token": "tok-3", "expires_in": 3600}', 'gina@example.com');
+SELECT headers FROM pg_temp.send('t70_oauth', 'gina@example.com');
+SELECT pg_temp.answer('t70_oauth', 401, '{"message": "still no"}', 'gina@example.com');
+SELECT state, last_status, last_error FROM pg_temp.state('t70_oauth', 'gina@example.com');
 
 -- the operator's views never show credentials or tokens
 SET ROLE delq_operator;
@@ -292,7 +301,7 @@ SELECT count(*) AS secret_rows FROM (
     UNION ALL SELECT to_jsonb(x)::text FROM delq.needs_attention x
     UNION ALL SELECT to_jsonb(x)::text FROM delq.delivery x
     UNION ALL SELECT to_jsonb(x)::text FROM delq.event x) v
- WHERE t ~ 'sk_test_t70secret|csecret-t70|tok-[12]';
+ WHERE t ~ 'sk_test_t70secret|csecret-t70|tok-[123]';
 SELECT count(*) FROM delq.destination;
 SELECT count(*) FROM delq.oauth_token;
 SELECT count(*) FROM delq.delivery_step;

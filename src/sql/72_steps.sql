@@ -253,10 +253,20 @@ BEGIN
 END
 $$;
 
--- Move a delivery to its next call (not an attempt of the step that
--- answered): queued at when, with a step event.
-CREATE OR REPLACE FUNCTION delq._step_next(dl delq.delivery, s delq.delivery_step, answered integer,
-                                           at timestamptz, detail jsonb)
+-- A step event of a delivery: what answered and what it meant, never a value.
+CREATE OR REPLACE FUNCTION delq._step_event(dl delq.delivery, detail jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO delq.event (kind, request_id, destination, detail, actor)
+    VALUES ('step', dl.request_id, dl.destination, jsonb_strip_nulls(detail), 'delq');
+END
+$$;
+
+-- Keep where a delivery is, with nothing in flight.
+CREATE OR REPLACE FUNCTION delq._step_save(s delq.delivery_step)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -266,23 +276,292 @@ BEGIN
         phase = s.phase, in_flight = NULL, page = s.page, next_page = s.next_page, items = s.items,
         item = s.item, erased = s.erased, not_held = s.not_held, job_id = s.job_id,
         poll_started_at = s.poll_started_at, auth_retried = s.auth_retried
-     WHERE x.delivery_id = dl.id;
+     WHERE x.delivery_id = s.delivery_id;
+END
+$$;
+
+-- Move a delivery to its next call (not an attempt of the step that
+-- answered): queued at when, with a step event when detail is given.
+CREATE OR REPLACE FUNCTION delq._step_next(dl delq.delivery, s delq.delivery_step, answered integer,
+                                           at timestamptz, detail jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM delq._step_save(s);
     UPDATE delq.delivery x SET state = 'queued', next_attempt_at = at, lease_until = NULL,
                                attempts_base = x.attempts, last_status = nullif(answered, 0),
                                last_error = NULL
      WHERE x.id = dl.id;
     IF detail IS NOT NULL THEN
-        INSERT INTO delq.event (kind, request_id, destination, detail, actor)
-        VALUES ('step', dl.request_id, dl.destination, detail, 'delq');
+        PERFORM delq._step_event(dl, detail);
     END IF;
+END
+$$;
+
+-- The answer of an OAuth2 token request (RFC 6749 5.1): the token is
+-- cached until shortly before expires_in runs out (an hour without it).
+CREATE OR REPLACE FUNCTION delq._step_token_answer(dl delq.delivery, d delq.destination, s delq.delivery_step,
+                                                   status integer, cls text, body text, error text,
+                                                   OUT verdict text, OUT why text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    answer jsonb := delq._step_json(body);
+    ttl double precision := 3600;
+BEGIN
+    IF status BETWEEN 200 AND 299 AND answer ->> 'access_token' IS NOT NULL THEN
+        IF (answer ->> 'expires_in') ~ '^[0-9]{1,9}(\.[0-9]+)?$' THEN
+            ttl := (answer ->> 'expires_in')::double precision;
+        END IF;
+        INSERT INTO delq.oauth_token AS t (destination, access_token, expires_at)
+        VALUES (d.name, answer ->> 'access_token', now() + make_interval(secs => ttl - least(60, ttl / 10)))
+        ON CONFLICT (destination) DO UPDATE SET access_token = excluded.access_token,
+                                                expires_at = excluded.expires_at;
+        PERFORM delq._step_next(dl, s, status, now(), jsonb_build_object('step', 'token', 'status', status));
+        verdict := 'advanced';
+        RETURN;
+    END IF;
+    PERFORM delq._step_save(s);
+    verdict := CASE WHEN cls = 'retry' THEN 'retry' ELSE 'failed' END;
+    why := format('auth: token request answered %s', CASE WHEN status = 0 THEN error ELSE 'HTTP ' || status END);
+END
+$$;
+
+-- A lookup page that answered done: its items, then the next page, the
+-- erase of the first item, or not held.
+CREATE OR REPLACE FUNCTION delq._step_lookup_answer(dl delq.delivery, d delq.destination, s delq.delivery_step,
+                                                    status integer, answer jsonb,
+                                                    OUT verdict text, OUT why text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    st jsonb := d.request -> 'lookup';
+    found jsonb := coalesce(jsonb_path_query_array(answer, (st ->> 'items')::jsonpath, silent => true), '[]');
+    nxt jsonb;
+BEGIN
+    s.items := coalesce(s.items, '[]') || found;
+    s.page := s.page + 1;
+    IF st ? 'next' AND jsonb_array_length(found) > 0
+       AND (NOT st -> 'next' ? 'while'
+            OR coalesce(jsonb_path_match(answer, (st -> 'next' ->> 'while')::jsonpath, silent => true), false)) THEN
+        nxt := jsonb_path_query_first(answer, coalesce(st -> 'next' ->> 'cursor', st -> 'next' ->> 'link')::jsonpath,
+                                      silent => true);
+        IF nxt IN ('null'::jsonb, '""'::jsonb) THEN
+            nxt := NULL;
+        END IF;
+    END IF;
+    IF nxt IS NOT NULL AND st -> 'next' ? 'link' AND nxt #>> '{}' LIKE '/%' THEN
+        nxt := to_jsonb(rtrim(d.url, '/') || (nxt #>> '{}'));
+    END IF;
+    PERFORM delq._step_event(dl, jsonb_build_object('step', 'lookup', 'page', s.page, 'status', status,
+                                                    'found', jsonb_array_length(found)));
+    IF nxt IS NOT NULL AND st -> 'next' ? 'link'
+       AND substring(nxt #>> '{}' from '(?i)^(https?://[^/?#]+)') IS DISTINCT FROM
+           substring(d.url from '(?i)^(https?://[^/?#]+)') THEN
+        -- credentials never go to another host
+        why := 'lookup: the next link points to another host';
+    ELSIF nxt IS NOT NULL AND s.page >= coalesce((st ->> 'max_pages')::integer, 10) THEN
+        why := 'lookup: more than max_pages pages';
+    ELSIF jsonb_array_length(s.items) > 1000 THEN
+        why := 'lookup: more than 1000 items';
+    ELSIF nxt IS NOT NULL THEN
+        s.next_page := nxt;
+        PERFORM delq._step_next(dl, s, status, now(), NULL);
+        verdict := 'advanced';
+        RETURN;
+    ELSIF jsonb_array_length(s.items) = 0 THEN
+        PERFORM delq._step_event(dl, '{"step": "lookup", "found": 0, "outcome": "not_held"}');
+        verdict := 'not_held';
+        RETURN;
+    ELSE
+        s.phase := 'erase';
+        s.item := 0;
+        s.next_page := NULL;
+        s.auth_retried := false;
+        PERFORM delq._step_next(dl, s, status, now(), NULL);
+        verdict := 'advanced';
+        RETURN;
+    END IF;
+    -- failed: delq.retry looks up again from the first page
+    s.page := 0;
+    s.items := NULL;
+    s.next_page := NULL;
+    PERFORM delq._step_save(s);
+    verdict := 'failed';
+END
+$$;
+
+-- An erase or poll that answered done or not_held: a job to poll, a job
+-- still pending, failed or finished, or the item done; then the next
+-- item or the delivery's outcome.
+CREATE OR REPLACE FUNCTION delq._step_item_answer(dl delq.delivery, d delq.destination, s delq.delivery_step,
+                                                  status integer, cls text, answer jsonb,
+                                                  OUT verdict text, OUT why text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    poll jsonb := d.request -> 'poll';
+    n_items integer := coalesce(jsonb_array_length(s.items), 1);
+    item jsonb := jsonb_build_object('step', s.in_flight, 'item', s.item + 1, 'of', n_items, 'status', status);
+    interval_ interval := delq._tpl_interval(poll -> 'interval', 'interval', '1 minute', '1 second', '1 day');
+BEGIN
+    IF s.in_flight = 'erase' AND cls = 'done' AND poll IS NOT NULL THEN
+        s.job_id := nullif(jsonb_path_query_first(answer, (poll ->> 'job_id')::jsonpath, silent => true), 'null');
+        IF s.job_id IS NULL THEN
+            PERFORM delq._step_save(s);
+            verdict := 'failed';
+            why := format('erase: no job id at %s', poll ->> 'job_id');
+            RETURN;
+        END IF;
+        s.phase := 'poll';
+        s.poll_started_at := now();
+        s.auth_retried := false;
+        PERFORM delq._step_next(dl, s, status, now() + interval_, item || '{"outcome": "pending"}');
+        verdict := 'advanced';
+        RETURN;
+    END IF;
+    IF s.in_flight = 'poll' AND cls = 'done'
+       AND NOT coalesce(jsonb_path_match(answer, (poll ->> 'finished')::jsonpath, silent => true), false) THEN
+        IF coalesce(jsonb_path_match(answer, (poll ->> 'failed')::jsonpath, silent => true), false) THEN
+            PERFORM delq._step_event(dl, item || '{"outcome": "failed"}');
+            why := 'poll: job failed';
+        ELSIF now() >= s.poll_started_at
+                       + delq._tpl_interval(poll -> 'max_time', 'max_time', '30 days', '1 minute', '400 days') THEN
+            why := 'poll: not finished within max_time';
+        ELSE
+            s.auth_retried := false;
+            PERFORM delq._step_next(dl, s, status, now() + interval_, item || '{"outcome": "pending"}');
+            verdict := 'advanced';
+            RETURN;
+        END IF;
+        -- failed: delq.retry erases this item again
+        s.phase := 'erase';
+        s.job_id := NULL;
+        PERFORM delq._step_save(s);
+        verdict := 'failed';
+        RETURN;
+    END IF;
+    -- this item is done: erased (or its job finished), or not held
+    IF cls = 'done' THEN
+        s.erased := s.erased + 1;
+    ELSE
+        s.not_held := s.not_held + 1;
+    END IF;
+    PERFORM delq._step_event(dl, item || jsonb_build_object(
+        'outcome', CASE WHEN cls = 'not_held' THEN 'not_held' WHEN s.in_flight = 'poll' THEN 'finished' ELSE 'done' END));
+    s.item := s.item + 1;
+    s.phase := 'erase';
+    s.job_id := NULL;
+    s.poll_started_at := NULL;
+    s.auth_retried := false;
+    IF s.item < n_items THEN
+        PERFORM delq._step_next(dl, s, status, now(), NULL);
+        verdict := 'advanced';
+    ELSE
+        verdict := CASE WHEN s.erased > 0 THEN 'confirmed' ELSE 'not_held' END;
+    END IF;
+END
+$$;
+
+-- What one answer means for a templated delivery in 'sending' (its
+-- request and step row locked by the caller).  verdict: 'advanced' (on to
+-- its next call, queued), 'unrenderable', or an outcome for _record:
+-- 'confirmed', 'not_held', 'retry' or 'failed', with why (the step and the
+-- status, never a value).
+CREATE OR REPLACE FUNCTION delq._step_answer(dl delq.delivery, d delq.destination, s delq.delivery_step,
+                                             status integer, outcome text, error text, body text,
+                                             OUT verdict text, OUT why text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    st jsonb := CASE WHEN s.in_flight = 'token' THEN NULL ELSE d.request -> s.in_flight END;
+    -- this call repeats one that a 401 answered
+    after_401 boolean := s.auth_retried;
+    cls text;
+    answer jsonb;
+BEGIN
+    -- no answer: the client's verdict (a refused request fails); the
+    -- client's own retries of an answer (oversized) stay retries
+    cls := CASE WHEN status = 0 THEN CASE WHEN outcome = 'failed' THEN 'fail' ELSE 'retry' END
+                WHEN outcome = 'retry' AND delq._step_class(NULL, status) <> 'retry' THEN 'retry'
+                ELSE delq._step_class(st -> 'answers', status) END;
+    answer := CASE WHEN cls = 'done' THEN delq._step_json(body) END;
+    -- a 401 is answered with a new token once: the mark stays through the
+    -- token's fetch, until the repeated call answers
+    IF s.in_flight <> 'token' THEN
+        s.auth_retried := false;
+    END IF;
+
+    IF coalesce(error, '') LIKE 'render: %' THEN
+        PERFORM delq._step_save(s);
+        verdict := 'unrenderable';
+        why := error;
+    ELSIF status = 401 AND d.request -> 'auth' ? 'oauth2' AND NOT after_401 THEN
+        -- a token the system no longer takes: a new one, once
+        DELETE FROM delq.oauth_token t WHERE t.destination = d.name;
+        s.auth_retried := true;
+        PERFORM delq._step_next(dl, s, status, now(),
+                                jsonb_build_object('step', s.in_flight, 'status', status, 'outcome', 'new_token'));
+        verdict := 'new_token';
+    ELSIF s.in_flight = 'token' THEN
+        SELECT * INTO verdict, why FROM delq._step_token_answer(dl, d, s, status, cls, body, error);
+    ELSIF cls = 'done' AND answer IS NULL
+          AND (s.in_flight IN ('lookup', 'poll') OR (s.in_flight = 'erase' AND d.request ? 'poll')) THEN
+        PERFORM delq._step_save(s);
+        verdict := 'failed';
+        why := format('%s: HTTP %s answered without a JSON body', s.in_flight, status);
+    ELSIF cls IN ('retry', 'fail') THEN
+        IF s.in_flight IN ('erase', 'poll') THEN
+            PERFORM delq._step_event(dl, jsonb_build_object('step', s.in_flight, 'item', s.item + 1,
+                                                            'of', jsonb_array_length(s.items),
+                                                            'status', nullif(status, 0), 'outcome', cls));
+        END IF;
+        PERFORM delq._step_save(s);
+        verdict := CASE cls WHEN 'retry' THEN 'retry' ELSE 'failed' END;
+        why := s.in_flight || ': ' || CASE WHEN status = 0 THEN coalesce(error, 'no answer') ELSE 'HTTP ' || status END;
+    ELSIF s.in_flight = 'lookup' AND cls = 'not_held' THEN
+        PERFORM delq._step_event(dl, '{"step": "lookup", "found": 0, "outcome": "not_held"}');
+        verdict := 'not_held';
+    ELSIF s.in_flight = 'lookup' THEN
+        SELECT * INTO verdict, why FROM delq._step_lookup_answer(dl, d, s, status, answer);
+    ELSE
+        SELECT * INTO verdict, why FROM delq._step_item_answer(dl, d, s, status, cls, answer);
+    END IF;
+    IF verdict IN ('confirmed', 'not_held') THEN
+        -- done: what was found goes (minimisation)
+        DELETE FROM delq.delivery_step x WHERE x.delivery_id = s.delivery_id;
+    END IF;
+END
+$$;
+
+-- A step that could not be rendered: the request's fault, not the
+-- system's; the delivery fails at once, without retries or the breaker.
+CREATE OR REPLACE FUNCTION delq._step_unrenderable(dl delq.delivery, why text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE delq.delivery x SET state = 'failed', last_status = NULL, last_error = why, lease_until = NULL
+     WHERE x.id = dl.id;
+    INSERT INTO delq.event (kind, request_id, destination, detail, actor)
+    VALUES ('failed', dl.request_id, dl.destination, jsonb_build_object('attempt', dl.attempts, 'error', why), 'delq');
+    PERFORM delq._refresh_status(ARRAY[dl.request_id], 'delq');
 END
 $$;
 
 -- Record the answers of templated deliveries: one per delivery id, with
 -- the HTTP status (0: none), the client's outcome, its error text (a
 -- transport error, or the body excerpt), Retry-After seconds and the
--- whole body (up to the client's limit).  Final outcomes go through
--- _record (backoff, breaker, events, request status) like webhooks'.
+-- whole body (up to the client's limit).  Each answer moves its delivery
+-- on (_step_answer); outcomes go through _record (backoff, breaker,
+-- events, request status) like webhooks'.
 CREATE OR REPLACE FUNCTION delq._record_step(ids bigint[], statuses integer[], outcomes text[],
                                              errors text[], retry_after integer[], bodies text[])
 RETURNS integer
@@ -294,27 +573,17 @@ DECLARE
     dl delq.delivery;
     d delq.destination;
     s delq.delivery_step;
-    p delq.pending;
-    req jsonb;
-    st jsonb;
-    status integer;
-    cls text;
-    answer jsonb;
-    found jsonb;
-    nxt jsonb;
-    token text;
-    n_items integer;
-    ttl double precision;
+    a record;
+    excerpt text;
+    -- outcomes for _record, in parallel arrays
     fin_ids bigint[] := '{}'::bigint[];
     fin_outcomes text[] := '{}'::text[];
     fin_statuses integer[] := '{}'::integer[];
+    fin_classes text[] := '{}'::text[];
     fin_errors text[] := '{}'::text[];
     fin_retry integer[] := '{}'::integer[];
-    fin_excerpts text[] := '{}'::text[];
     -- moved on to their next call after a successful answer
     advanced bigint[] := '{}'::bigint[];
-    final text;
-    why text;
 BEGIN
     -- lock order as in _record: requests, then deliveries
     PERFORM 1 FROM delq.pending x
@@ -327,245 +596,27 @@ BEGIN
         SELECT * INTO d FROM delq.destination x WHERE x.name = dl.destination;
         SELECT * INTO s FROM delq.delivery_step x WHERE x.delivery_id = dl.id FOR UPDATE;
         CONTINUE WHEN d.name IS NULL OR d.request IS NULL OR s.delivery_id IS NULL;
-        SELECT * INTO p FROM delq.pending x WHERE x.id = dl.request_id;
-        req := d.request;
-        status := coalesce(statuses[i], 0);
-        final := NULL;
-        why := NULL;
-        st := CASE WHEN s.in_flight = 'token' THEN NULL ELSE req -> s.in_flight END;
-        -- no answer: the client's verdict (a refused request fails); the
-        -- client's own retries of an answer (oversized) stay retries
-        cls := CASE WHEN status = 0 THEN CASE WHEN outcomes[i] = 'failed' THEN 'fail' ELSE 'retry' END
-                    WHEN outcomes[i] = 'retry' AND delq._step_class(NULL, status) <> 'retry' THEN 'retry'
-                    ELSE delq._step_class(st -> 'answers', status) END;
-        answer := CASE WHEN cls = 'done' THEN delq._step_json(bodies[i]) END;
-
-        IF coalesce(errors[i], '') LIKE 'render: %' THEN
-            final := 'unrenderable';
-            why := errors[i];
-        ELSIF status = 401 AND req -> 'auth' ? 'oauth2' AND NOT s.auth_retried THEN
-            -- a token the system no longer takes: a new one, once
-            DELETE FROM delq.oauth_token t WHERE t.destination = d.name;
-            s.auth_retried := true;
-            PERFORM delq._step_next(dl, s, status, now(),
-                                    jsonb_build_object('step', s.in_flight, 'status', status, 'outcome', 'new_token'));
-            CONTINUE;
-        ELSIF s.in_flight = 'token' THEN
-            token := delq._step_json(bodies[i]) ->> 'access_token';
-            IF status BETWEEN 200 AND 299 AND token IS NOT NULL THEN
-                ttl := CASE WHEN (delq._step_json(bodies[i]) ->> 'expires_in') ~ '^[0-9]{1,9}(\.[0-9]+)?$'
-                            THEN (delq._step_json(bodies[i]) ->> 'expires_in')::double precision
-                            ELSE 3600 END;
-                INSERT INTO delq.oauth_token AS t (destination, access_token, expires_at)
-                VALUES (d.name, token, now() + make_interval(secs => ttl - least(60, ttl / 10)))
-                ON CONFLICT (destination) DO UPDATE SET access_token = excluded.access_token,
-                                                        expires_at = excluded.expires_at;
-                PERFORM delq._step_next(dl, s, status, now(),
-                                        jsonb_build_object('step', 'token', 'status', status));
-                advanced := advanced || dl.id;
-                CONTINUE;
-            END IF;
-            final := CASE WHEN cls = 'retry' THEN 'retry' ELSE 'failed' END;
-            why := format('auth: token request answered %s', CASE WHEN status = 0 THEN errors[i] ELSE 'HTTP ' || status END);
-        ELSIF cls = 'done' AND answer IS NULL AND (s.in_flight = 'lookup' OR s.in_flight = 'poll'
-                                                   OR (s.in_flight = 'erase' AND req ? 'poll')) THEN
-            final := 'failed';
-            why := format('%s: HTTP %s answered without a JSON body', s.in_flight, status);
-        ELSIF cls IN ('retry', 'fail') THEN
-            final := CASE cls WHEN 'retry' THEN 'retry' ELSE 'failed' END;
-            why := s.in_flight || ': ' || CASE WHEN status = 0 THEN coalesce(errors[i], 'no answer')
-                                              ELSE 'HTTP ' || status END;
-            IF s.in_flight = 'erase' OR s.in_flight = 'poll' THEN
-                INSERT INTO delq.event (kind, request_id, destination, detail, actor)
-                VALUES ('step', dl.request_id, dl.destination,
-                        jsonb_strip_nulls(jsonb_build_object('step', s.in_flight, 'item', s.item + 1,
-                                                             'of', jsonb_array_length(s.items),
-                                                             'status', nullif(status, 0), 'outcome', cls)),
-                        'delq');
-            END IF;
-        ELSIF s.in_flight = 'lookup' THEN
-            IF cls = 'not_held' THEN
-                final := 'not_held';
-            ELSE
-                found := jsonb_path_query_array(answer, (st ->> 'items')::jsonpath, silent => true);
-                s.items := coalesce(s.items, '[]') || found;
-                s.page := s.page + 1;
-                nxt := NULL;
-                IF st ? 'next' AND jsonb_array_length(found) > 0
-                   AND (NOT st -> 'next' ? 'while'
-                        OR coalesce(jsonb_path_match(answer, (st -> 'next' ->> 'while')::jsonpath, silent => true), false)) THEN
-                    nxt := jsonb_path_query_first(answer, coalesce(st -> 'next' ->> 'cursor', st -> 'next' ->> 'link')::jsonpath,
-                                                  silent => true);
-                    IF nxt = 'null'::jsonb OR nxt = '""'::jsonb THEN
-                        nxt := NULL;
-                    END IF;
-                END IF;
-                IF nxt IS NOT NULL AND st -> 'next' ? 'link' THEN
-                    IF nxt #>> '{}' LIKE '/%' THEN
-                        nxt := to_jsonb(rtrim(d.url, '/') || (nxt #>> '{}'));
-                    END IF;
-                    IF substring(nxt #>> '{}' from '(?i)^(https?://[^/?#]+)') IS DISTINCT FROM
-                       substring(d.url from '(?i)^(https?://[^/?#]+)') THEN
-                        final := 'failed';
-                        why := 'lookup: the next link points to another host';
-                    END IF;
-                END IF;
-                INSERT INTO delq.event (kind, request_id, destination, detail, actor)
-                VALUES ('step', dl.request_id, dl.destination,
-                        jsonb_build_object('step', 'lookup', 'page', s.page, 'status', status,
-                                           'found', jsonb_array_length(found)), 'delq');
-                IF final IS NOT NULL THEN
-                    NULL;
-                ELSIF nxt IS NOT NULL AND s.page >= coalesce((st ->> 'max_pages')::integer, 10) THEN
-                    final := 'failed';
-                    why := 'lookup: more than max_pages pages';
-                ELSIF jsonb_array_length(s.items) > 1000 THEN
-                    final := 'failed';
-                    why := 'lookup: more than 1000 items';
-                ELSIF nxt IS NOT NULL THEN
-                    s.next_page := nxt;
-                    PERFORM delq._step_next(dl, s, status, now(), NULL);
-                    advanced := advanced || dl.id;
-                    CONTINUE;
-                ELSIF jsonb_array_length(s.items) = 0 THEN
-                    final := 'not_held';
-                ELSE
-                    s.phase := 'erase';
-                    s.item := 0;
-                    s.next_page := NULL;
-                    -- the event was written above
-                    UPDATE delq.delivery_step x SET phase = s.phase, in_flight = NULL, page = s.page,
-                           next_page = NULL, items = s.items, item = 0, auth_retried = false
-                     WHERE x.delivery_id = dl.id;
-                    UPDATE delq.delivery x SET state = 'queued', next_attempt_at = now(), lease_until = NULL,
-                                               attempts_base = x.attempts, last_status = status, last_error = NULL
-                     WHERE x.id = dl.id;
-                    advanced := advanced || dl.id;
-                    CONTINUE;
-                END IF;
-                IF final IS DISTINCT FROM 'not_held' THEN
-                    -- a lookup that failed starts again from its first page
-                    s.page := 0;
-                    s.items := NULL;
-                    s.next_page := NULL;
-                END IF;
-            END IF;
-        ELSE
-            -- erase or poll answered done or not_held
-            n_items := coalesce(jsonb_array_length(s.items), 1);
-            IF s.in_flight = 'erase' AND cls = 'done' AND req ? 'poll' THEN
-                s.job_id := jsonb_path_query_first(answer, (req -> 'poll' ->> 'job_id')::jsonpath, silent => true);
-                IF s.job_id IS NULL OR s.job_id = 'null'::jsonb THEN
-                    s.job_id := NULL;
-                    final := 'failed';
-                    why := format('erase: no job id at %s', req -> 'poll' ->> 'job_id');
-                ELSE
-                    s.phase := 'poll';
-                    s.poll_started_at := now();
-                    s.auth_retried := false;
-                    PERFORM delq._step_next(dl, s, status,
-                        now() + delq._tpl_interval(req -> 'poll' -> 'interval', 'interval', '1 minute', '1 second', '1 day'),
-                        jsonb_build_object('step', 'erase', 'item', s.item + 1, 'of', n_items,
-                                           'status', status, 'outcome', 'pending'));
-                    advanced := advanced || dl.id;
-                    CONTINUE;
-                END IF;
-            ELSIF s.in_flight = 'poll' AND cls = 'done'
-                  AND NOT coalesce(jsonb_path_match(answer, (req -> 'poll' ->> 'finished')::jsonpath, silent => true), false) THEN
-                IF coalesce(jsonb_path_match(answer, (req -> 'poll' ->> 'failed')::jsonpath, silent => true), false) THEN
-                    final := 'failed';
-                    why := 'poll: job failed';
-                    INSERT INTO delq.event (kind, request_id, destination, detail, actor)
-                    VALUES ('step', dl.request_id, dl.destination,
-                            jsonb_build_object('step', 'poll', 'item', s.item + 1, 'of', n_items,
-                                               'status', status, 'outcome', 'failed'), 'delq');
-                    -- delq.retry erases this item again
-                    s.phase := 'erase';
-                    s.job_id := NULL;
-                ELSIF now() >= s.poll_started_at
-                               + delq._tpl_interval(req -> 'poll' -> 'max_time', 'max_time', '30 days', '1 minute', '400 days') THEN
-                    final := 'failed';
-                    why := 'poll: not finished within max_time';
-                    s.phase := 'erase';
-                    s.job_id := NULL;
-                ELSE
-                    s.auth_retried := false;
-                    PERFORM delq._step_next(dl, s, status,
-                        now() + delq._tpl_interval(req -> 'poll' -> 'interval', 'interval', '1 minute', '1 second', '1 day'),
-                        jsonb_build_object('step', 'poll', 'item', s.item + 1, 'of', n_items,
-                                           'status', status, 'outcome', 'pending'));
-                    advanced := advanced || dl.id;
-                    CONTINUE;
-                END IF;
-            ELSE
-                -- this item is done: erased (or its job finished), or not held
-                IF cls = 'done' THEN
-                    s.erased := s.erased + 1;
-                ELSE
-                    s.not_held := s.not_held + 1;
-                END IF;
-                INSERT INTO delq.event (kind, request_id, destination, detail, actor)
-                VALUES ('step', dl.request_id, dl.destination,
-                        jsonb_build_object('step', s.in_flight, 'item', s.item + 1, 'of', n_items, 'status', status,
-                                           'outcome', CASE WHEN cls = 'not_held' THEN 'not_held'
-                                                           WHEN s.in_flight = 'poll' THEN 'finished'
-                                                           ELSE 'done' END), 'delq');
-                s.item := s.item + 1;
-                s.phase := 'erase';
-                s.job_id := NULL;
-                s.poll_started_at := NULL;
-                s.auth_retried := false;
-                IF s.item < n_items THEN
-                    UPDATE delq.delivery_step x SET phase = 'erase', in_flight = NULL, item = s.item,
-                           erased = s.erased, not_held = s.not_held, job_id = NULL, poll_started_at = NULL,
-                           auth_retried = false
-                     WHERE x.delivery_id = dl.id;
-                    UPDATE delq.delivery x SET state = 'queued', next_attempt_at = now(), lease_until = NULL,
-                                               attempts_base = x.attempts, last_status = status, last_error = NULL
-                     WHERE x.id = dl.id;
-                    advanced := advanced || dl.id;
-                    CONTINUE;
-                END IF;
-                final := CASE WHEN s.erased > 0 THEN 'confirmed' ELSE 'not_held' END;
-            END IF;
+        a := delq._step_answer(dl, d, s, coalesce(statuses[i], 0), outcomes[i], errors[i], bodies[i]);
+        IF a.verdict = 'advanced' THEN
+            advanced := advanced || dl.id;
+        ELSIF a.verdict = 'unrenderable' THEN
+            PERFORM delq._step_unrenderable(dl, a.why);
+        ELSIF a.verdict <> 'new_token' THEN
+            -- the answer's excerpt, without what it may echo, for last_error only
+            excerpt := CASE WHEN coalesce(statuses[i], 0) <> 0 AND a.why IS NOT NULL
+                            THEN delq._step_scrub(regexp_replace(errors[i], '^HTTP [0-9]+(: )?', ''),
+                                                  d.credentials,
+                                                  (SELECT t.access_token FROM delq.oauth_token t
+                                                    WHERE t.destination = d.name),
+                                                  (SELECT x.subject FROM delq.pending x WHERE x.id = dl.request_id))
+                       END;
+            fin_ids := fin_ids || dl.id;
+            fin_outcomes := fin_outcomes || a.verdict;
+            fin_statuses := fin_statuses || coalesce(statuses[i], 0);
+            fin_classes := fin_classes || coalesce(a.why, '');
+            fin_errors := fin_errors || coalesce(a.why || coalesce(': ' || excerpt, ''), '');
+            fin_retry := fin_retry || coalesce(retry_after[i], -1);
         END IF;
-
-        -- a final outcome, or a retry of the same call
-        IF final = 'not_held' AND s.in_flight = 'lookup' THEN
-            INSERT INTO delq.event (kind, request_id, destination, detail, actor)
-            VALUES ('step', dl.request_id, dl.destination,
-                    jsonb_build_object('step', 'lookup', 'found', 0, 'outcome', 'not_held'), 'delq');
-        END IF;
-        IF final IN ('confirmed', 'not_held') THEN
-            -- done: what was found goes (minimisation)
-            DELETE FROM delq.delivery_step x WHERE x.delivery_id = dl.id;
-        ELSE
-            UPDATE delq.delivery_step x SET
-                phase = s.phase, in_flight = NULL, page = s.page, next_page = s.next_page, items = s.items,
-                item = s.item, erased = s.erased, not_held = s.not_held, job_id = s.job_id,
-                poll_started_at = s.poll_started_at, auth_retried = false
-             WHERE x.delivery_id = dl.id;
-        END IF;
-        IF final = 'unrenderable' THEN
-            -- the request, not the system: fail it at once, no breaker
-            UPDATE delq.delivery x SET state = 'failed', last_status = NULL, last_error = why, lease_until = NULL
-             WHERE x.id = dl.id;
-            INSERT INTO delq.event (kind, request_id, destination, detail, actor)
-            VALUES ('failed', dl.request_id, dl.destination,
-                    jsonb_build_object('attempt', dl.attempts, 'error', why), 'delq');
-            PERFORM delq._refresh_status(ARRAY[dl.request_id], 'delq');
-            CONTINUE;
-        END IF;
-        fin_ids := fin_ids || dl.id;
-        fin_outcomes := fin_outcomes || final;
-        fin_statuses := fin_statuses || status;
-        fin_errors := fin_errors || why;
-        fin_retry := fin_retry || coalesce(retry_after[i], -1);
-        fin_excerpts := fin_excerpts
-            || CASE WHEN status <> 0 AND errors[i] IS NOT NULL AND why IS NOT NULL
-                    THEN delq._step_scrub(regexp_replace(errors[i], '^HTTP [0-9]+(: )?', ''), d.credentials,
-                                          (SELECT t.access_token FROM delq.oauth_token t WHERE t.destination = d.name),
-                                          p.subject) END;
     END LOOP;
 
     -- The destinations' health: the state rows in name order first (the
@@ -582,13 +633,10 @@ BEGIN
                                      array_fill(false, ARRAY[cardinality(advanced)]));
     END IF;
     IF cardinality(fin_ids) > 0 THEN
-        -- events and health get the step and status only; last_error also
-        -- the answer's excerpt, scrubbed
-        PERFORM delq._record(fin_ids, fin_outcomes, fin_statuses,
-                             ARRAY(SELECT coalesce(w, '') FROM unnest(fin_errors) w),
-                             ARRAY(SELECT coalesce(w || coalesce(': ' || x, ''), '')
-                                     FROM unnest(fin_errors, fin_excerpts) u(w, x)),
-                             fin_retry, array_fill(false, ARRAY[cardinality(fin_ids)]));
+        -- events and health get the step and status only (the classes);
+        -- last_error also the scrubbed excerpt
+        PERFORM delq._record(fin_ids, fin_outcomes, fin_statuses, fin_classes, fin_errors, fin_retry,
+                             array_fill(false, ARRAY[cardinality(fin_ids)]));
     END IF;
     RETURN coalesce(array_length(ids, 1), 0);
 END
