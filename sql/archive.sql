@@ -94,7 +94,8 @@ SELECT count(*) AS orphan_deliveries FROM delq.delivery d
 -- returns the archived request and creates nothing.
 SELECT regress.snapshot();
 SELECT delq.submit('ann.t06@example.com', 't06', external_id => 'T06-1') = :'done' AS same_id;
-SELECT delq.submit('another.t06@example.com', 't06', 'ccpa', '{}', 'T06-1') = :'done' AS same_id;
+SELECT delq.submit('ann.t06@example.com', 't06', 'ccpa', '{}', 'T06-1') = :'done' AS same_id;
+SELECT regress.bad($$SELECT delq.submit('another.t06@example.com', 't06', 'ccpa', '{}', 'T06-1')$$);
 SELECT delq.submit('bob.t06@example.com', 't06', external_id => 'T06-2') = :'rej' AS same_id;
 SELECT regress.unchanged();
 SELECT count(*) AS pending_with_key FROM delq.pending WHERE source = 't06' AND external_id IN ('T06-1', 'T06-2');

@@ -94,9 +94,23 @@ SELECT d.fn AS unqualified_delq_name, n.what, n.name
  WHERE NOT (n.what = 'relation' AND d.code ~* ('\m' || n.name || '\s+as\s+(not\s+)?(materialized\s+)?\('));
 SELECT * FROM unqualified ORDER BY 1, 2, 3;
 
+-- 5. A function that takes a secret (a signing secret, headers, a token,
+--    credentials, settings that may hold them, a password, a client or API
+--    key: by its argument's name)
+--    or a subject keeps its failing statement, which holds them, out of
+--    the server log.
+CREATE TEMP VIEW logs_statement AS
+SELECT d.fn AS logs_failing_statement, a.arg
+  FROM definer d
+  JOIN pg_proc p ON p.oid = d.oid
+ CROSS JOIN LATERAL unnest(p.proargnames) a(arg)
+ WHERE a.arg ~* '(^|_)(secrets?|headers?|tokens?|credentials?|password|passphrase|settings|subject)($|_)|_key$'
+   AND NOT coalesce('log_min_error_statement=panic' = ANY (d.proconfig), false);
+SELECT * FROM logs_statement ORDER BY 1, 2;
+
 -- The same checks catch what they are meant to: a function written
 -- wrongly on purpose, in every way at once, is listed by each.
-CREATE FUNCTION delq.sec61_bad(x anyelement)
+CREATE FUNCTION delq.sec61_bad(x anyelement, token text)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 AS $$
@@ -108,7 +122,8 @@ $$;
 SELECT * FROM unpinned WHERE without_pinned_search_path LIKE '%sec61%';
 SELECT * FROM foreign_types WHERE foreign_or_pseudo_type LIKE '%sec61%';
 SELECT * FROM unqualified WHERE unqualified_delq_name LIKE '%sec61%' ORDER BY 1, 2, 3;
-DROP FUNCTION delq.sec61_bad(anyelement);
+SELECT * FROM logs_statement WHERE logs_failing_statement LIKE '%sec61%';
+DROP FUNCTION delq.sec61_bad(anyelement, text);
 CREATE FUNCTION delq.sec61_bad()
 RETURNS trigger
 LANGUAGE c SECURITY DEFINER

@@ -31,22 +31,32 @@ SELECT destination, state, attempts, webhook_id ~ '^msg_[0-9a-f]{32}$' AS webhoo
 SELECT kind, destination, detail, actor = session_user AS by_session_user
   FROM delq.event WHERE request_id = :'r1' ORDER BY id;
 
--- An explicit deadline is kept as given.
-SELECT delq.submit('cy.t02@example.com', 't02', due_at => '2100-01-01 00:00:00+00') AS r_due \gset
-SELECT due_at = '2100-01-01 00:00:00+00' AS due_as_given FROM delq.pending WHERE id = :'r_due';
+-- An explicit deadline is kept as given; at most 365 days ahead, and
+-- finite (a far deadline would never be at risk, overdue or late).
+SELECT date_trunc('second', now()) + interval '300 days' AS due300 \gset
+SELECT delq.submit('cy.t02@example.com', 't02', due_at => :'due300') AS r_due \gset
+SELECT due_at = :'due300' AS due_as_given FROM delq.pending WHERE id = :'r_due';
+SELECT regress.snapshot();
+SELECT regress.bad($$SELECT delq.submit('cy.t02@example.com', 't02', due_at => 'infinity')$$);
+SELECT regress.bad($$SELECT delq.submit('cy.t02@example.com', 't02', due_at => now() + interval '366 days')$$)
+       ~ '^22023: due_at is too far ahead \(.*\) \| nothing written$' AS after_365_days_refused;
 
 --
 -- Idempotency on (source, external_id): the first request wins and a
--- repeat creates nothing, whatever else it passes.
+-- repeat for the same subject creates nothing, whatever else it passes;
+-- a repeat for another subject is refused (23505), so that no one can
+-- take a key that another submitter's request will use.
 --
 SELECT delq.submit('dee.t02@example.com', 't02', external_id => 'T02-1') AS k1 \gset
 SELECT count(*) AS keys FROM delq.request_key WHERE source = 't02' AND external_id = 'T02-1';
 SELECT regress.snapshot();
 SELECT delq.submit('dee.t02@example.com', 't02', external_id => 'T02-1') = :'k1' AS same_id;
 SELECT regress.unchanged();
-SELECT delq.submit('other.t02@example.com', 't02', 'ccpa', '{"plan": "free"}', 'T02-1',
+SELECT delq.submit('dee.t02@example.com', 't02', 'ccpa', '{"plan": "free"}', 'T02-1',
                    now() + interval '1 day') = :'k1' AS same_id;
 SELECT regress.unchanged();
+SELECT regress.bad($$SELECT delq.submit('other.t02@example.com', 't02', external_id => 'T02-1')$$);
+SELECT regress.bad($$SELECT delq.submit('DEE.t02@example.com', 't02', external_id => 'T02-1')$$);
 SELECT subject, reason, attributes FROM delq.pending WHERE id = :'k1';
 -- The same external_id from another source is another request.
 SELECT delq.submit('dee.t02@example.com', 't02b', external_id => 'T02-1') <> :'k1' AS new_id;

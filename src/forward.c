@@ -15,6 +15,8 @@
  */
 #include "postgres.h"
 
+#include <stdlib.h>
+
 #include "pgstat.h"
 #include "utils/memutils.h"
 
@@ -43,6 +45,56 @@ transfer_done(DelqHttpRequest *req, void *arg)
 
 	queue_done(fw, delq_webhook_finish(req));
 	fw->running--;
+}
+
+/*
+ * Whether path resolves (symbolic links and ".." followed) to a file
+ * inside delq.tls_dir.  A delq_admin names a destination's TLS files; they
+ * must not make the server read its own key, or any other file it can
+ * read (docs/security.md, "TLS files").
+ */
+static bool
+in_tls_dir(const char *path)
+{
+	char	   *dir;
+	char	   *real;
+	bool		ok;
+
+	if (delq_tls_dir == NULL || delq_tls_dir[0] == '\0')
+		return false;
+	dir = realpath(delq_tls_dir, NULL);
+	real = realpath(path, NULL);
+	ok = dir != NULL && real != NULL &&
+		strncmp(real, dir, strlen(dir)) == 0 && real[strlen(dir)] == '/';
+	free(dir);
+	free(real);
+	return ok;
+}
+
+/*
+ * The settings every request of a transfer follows: its TLS files confined
+ * to delq.tls_dir (else it is not sent, and fails with why), the global CA
+ * bundle, the proxy.  Strings are copied: a reload frees the old values
+ * while requests may still wait in the client's queue.
+ */
+static void
+apply_settings(DelqTransfer *t)
+{
+	MemoryContext cxt = (MemoryContext) t->user;
+	const char *files[3] = {t->req.ca_file, t->req.client_cert, t->req.client_key};
+	static const char *const refusals[3] = {
+		"ca_file is not a file in delq.tls_dir",
+		"client_cert is not a file in delq.tls_dir",
+		"client_key is not a file in delq.tls_dir",
+	};
+
+	for (int i = 0; i < 3 && t->req.refuse == NULL; i++)
+		if (files[i] != NULL && !in_tls_dir(files[i]))
+			t->req.refuse = refusals[i];
+	if (t->req.ca_file == NULL && delq_ca_file[0] != '\0')
+		t->req.ca_file = MemoryContextStrdup(cxt, delq_ca_file);
+	if (delq_http_proxy[0] != '\0')
+		t->req.proxy = MemoryContextStrdup(cxt, delq_http_proxy);
 }
 
 DelqForwarder *
@@ -77,8 +129,7 @@ delq_forwarder_claim(DelqForwarder *fw, int max)
 	n = delq_store_claim(max, fw->cxt, &claimed);
 	for (int i = 0; i < n; i++)
 	{
-		if (claimed[i]->req.ca_file == NULL && delq_ca_file[0] != '\0')
-			claimed[i]->req.ca_file = delq_ca_file;
+		apply_settings(claimed[i]);
 		if (claimed[i]->render_error != NULL)
 		{
 			/* a template that cannot be rendered: nothing to send */

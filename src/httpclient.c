@@ -531,7 +531,8 @@ build_headers(DelqConn *conn, char **lines, int nlines)
 
 /*
  * Every option of a request: no signals (threads and PostgreSQL's
- * handlers), http(s) only and no redirects, TLS verified, bounded time and
+ * handlers), http(s) only and no redirects, a proxy only when the request
+ * names one, TLS verified, bounded time and
  * response size, keepalive so pooled connections notice dead peers.
  */
 static CURLcode
@@ -559,6 +560,8 @@ setup_easy(DelqConn *conn, DelqHttpRequest *req)
 	SETOPT(CURLOPT_REDIR_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
 	SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
+	/* "" is no proxy: libcurl would otherwise honour the server's environment */
+	SETOPT(CURLOPT_PROXY, req->proxy ? req->proxy : "");
 	if (req->body != NULL)
 	{
 		SETOPT(CURLOPT_POST, 1L);
@@ -647,6 +650,8 @@ launch(DelqHttp *http, DelqConn *conn, const char *err, char **lines,
 	CURLMcode	mc;
 
 	if (err == NULL)
+		err = req->refuse;
+	if (err == NULL)
 		err = build_headers(conn, lines, nlines);
 	if (err != NULL)
 	{
@@ -734,6 +739,67 @@ launch_waiting(DelqHttp *http)
 	}
 }
 
+/*
+ * Overwrite with '*' every occurrence of val in buf, and a start of val of
+ * at least 4 bytes that the end of buf cuts off.
+ */
+static void
+mask_value(char *buf, size_t len, const char *val, size_t vlen)
+{
+	size_t		i;
+
+	if (vlen < 4)
+		return;
+	for (i = 0; i < len; i++)
+	{
+		size_t		n = Min(vlen, len - i);
+
+		if (n >= 4 && memcmp(buf + i, val, n) == 0)
+		{
+			memset(buf + i, '*', n);
+			i += n - 1;
+		}
+	}
+}
+
+/*
+ * A receiver may echo what it got, e.g. the Authorization header in the
+ * text of a 401, and the answer's first bytes are stored in last_error,
+ * which operators read.  So every value of a header this request sent is
+ * masked there, and each word of 8 bytes or more of it (the token of
+ * "Bearer <token>" echoed alone).  Never throws.
+ */
+static void
+mask_sent_values(DelqHttpRequest *req)
+{
+	int			i;
+
+	if (req->response == NULL || req->response_len == 0)
+		return;
+	for (i = 0; i < req->nheaders; i++)
+	{
+		const char *colon = strchr(req->headers[i], ':');
+		const char *v;
+		const char *w;
+
+		if (colon == NULL)
+			continue;
+		v = colon + 1;
+		while (*v == ' ' || *v == '\t')
+			v++;
+		mask_value(req->response, req->response_len, v, strlen(v));
+		for (w = v; *w;)
+		{
+			size_t		wlen = strcspn(w, " \t");
+
+			if (wlen >= 8)
+				mask_value(req->response, req->response_len, w, wlen);
+			w += wlen;
+			w += strspn(w, " \t");
+		}
+	}
+}
+
 /* Fill in the output fields of a request curl has finished.  Never throws. */
 static void
 record_result(DelqConn *conn, CURLcode result)
@@ -762,6 +828,7 @@ record_result(DelqConn *conn, CURLcode result)
 	}
 	else
 		req->result = DELQ_HTTP_ANSWERED;
+	mask_sent_values(req);
 }
 
 /*

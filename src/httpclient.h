@@ -82,6 +82,10 @@ struct DelqHttpRequest
 	const char *ca_file;		/* NULL: system CA bundle */
 	const char *client_cert;	/* PEM file, or NULL */
 	const char *client_key;		/* PEM file, or NULL */
+	const char *proxy;			/* proxy URL, or NULL: none (the process's
+								 * http_proxy etc. are ignored) */
+	const char *refuse;			/* NULL, or why not to send: the request then
+								 * ends DELQ_HTTP_REFUSED with it */
 	size_t		max_response;	/* 0: DELQ_HTTP_RESPONSE_MAX */
 	char	   *response;		/* room for the body's first bytes, or NULL */
 	size_t		response_size;

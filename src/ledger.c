@@ -175,9 +175,27 @@ run_plan(SealPlan which, Datum *values, const char *nulls)
 }
 
 /*
+ * Whether hay holds needle, ignoring ASCII letter case as delq._scrub()
+ * does; a needle with other characters may match in ways only SQL's
+ * lower() knows, so it always "matches" and _scrub decides.
+ */
+static bool
+contains_ignoring_case(const char *hay, size_t hlen, const char *needle, size_t nlen)
+{
+	for (size_t i = 0; i < nlen; i++)
+		if (IS_HIGHBIT_SET(needle[i]))
+			return true;
+	for (size_t i = 0; i + nlen <= hlen; i++)
+		if (pg_strncasecmp(hay + i, needle, nlen) == 0)
+			return true;
+	return false;
+}
+
+/*
  * Whether a string value of a jsonb (keys do not count: delq._scrub only
- * rewrites values) holds needle; with needle NULL, whether it has string
- * values at all.  Most events hold numbers only and need no subject.
+ * rewrites values) holds needle, in any letter case; with needle NULL,
+ * whether it has string values at all.  Most events hold numbers only and
+ * need no subject.
  */
 static bool
 jsonb_value_contains(Jsonb *jb, const char *needle)
@@ -194,7 +212,7 @@ jsonb_value_contains(Jsonb *jb, const char *needle)
 		if (needle == NULL)
 			return true;
 		if (v.val.string.len >= nlen &&
-			memmem(v.val.string.val, v.val.string.len, needle, nlen) != NULL)
+			contains_ignoring_case(v.val.string.val, v.val.string.len, needle, nlen))
 			return true;
 	}
 	return false;

@@ -34,6 +34,8 @@ int			delq_breaker_threshold = 10;
 int			delq_breaker_cooldown_s = 60;
 int			delq_breaker_max_cooldown_s = 3600;
 char	   *delq_ca_file = NULL;
+char	   *delq_tls_dir = NULL;
+char	   *delq_http_proxy = NULL;
 int			delq_warn_before_s = 7 * 24 * 3600;
 int			delq_subject_retention_s = 30 * 24 * 3600;
 int			delq_secret_overlap_s = 24 * 3600;
@@ -268,6 +270,25 @@ delq_define_forwarding_settings(void)
 							   "CA bundle used to verify destinations' TLS certificates (empty: the system's).",
 							   NULL,
 							   &delq_ca_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	/* docs/security.md: an admin's TLS paths may not name any server file */
+	DefineCustomStringVariable("delq.tls_dir",
+							   "Directory that destinations' TLS files (ca_file, client_cert, client_key) must be in (empty: none allowed).",
+							   NULL,
+							   &delq_tls_dir,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("delq.http_proxy",
+							   "Proxy for every outgoing HTTP request (empty: none; the server's proxy environment is ignored).",
+							   NULL,
+							   &delq_http_proxy,
 							   "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,

@@ -26,7 +26,8 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RAISE EXCEPTION '% %', arg, problem
+    -- what a caller passed never brings a line break into the server log
+    RAISE EXCEPTION '% %', arg, regexp_replace(problem, '[[:cntrl:]]', '?', 'g')
         USING ERRCODE = 'invalid_parameter_value', HINT = hint;
 END
 $$;
@@ -117,6 +118,28 @@ BEGIN
 END
 $$;
 
+-- How deeply objects and arrays nest in val (a scalar: 0), counted up to
+-- stop at most.
+CREATE OR REPLACE FUNCTION delq._json_depth(val jsonb, stop integer)
+RETURNS integer
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH RECURSIVE level(v, depth) AS (
+        SELECT val, 1 WHERE jsonb_typeof(val) IN ('object', 'array')
+        UNION ALL
+        SELECT c.v, l.depth + 1
+          FROM level l
+         CROSS JOIN LATERAL (
+                SELECT e.value FROM jsonb_each(CASE WHEN jsonb_typeof(l.v) = 'object' THEN l.v ELSE '{}' END) e
+                UNION ALL
+                SELECT a.value FROM jsonb_array_elements(CASE WHEN jsonb_typeof(l.v) = 'array' THEN l.v ELSE '[]' END) a
+              ) c(v)
+         WHERE l.depth < stop AND jsonb_typeof(c.v) IN ('object', 'array')
+    )
+    SELECT coalesce(max(depth), 0) FROM level;
+$$;
+
 CREATE OR REPLACE FUNCTION delq._check_attributes(val jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
@@ -127,6 +150,12 @@ BEGIN
     IF val ?| ARRAY['source', 'reason'] THEN
         PERFORM delq._invalid('attributes', 'must not contain the keys "source" or "reason"',
                               'Routing adds "source" and "reason" from the arguments of the same name; rename the attribute.');
+    END IF;
+    -- receivers' JSON parsers limit nesting (Rails: 100); delq allows 32
+    -- levels of objects and arrays, the attributes object being the first
+    IF delq._json_depth(val, 33) > 32 THEN
+        PERFORM delq._invalid('attributes', 'are nested too deeply',
+                              'Attributes may nest objects and arrays 32 levels deep at most (the attributes object counts as one).');
     END IF;
     RETURN val;
 END
@@ -261,15 +290,34 @@ END
 $$;
 
 -- A file path for TLS material: absolute, no control characters.
+-- A TLS file of a destination: an absolute path inside delq.tls_dir (a
+-- superuser setting; empty: no file allowed), without "..", so that an
+-- admin cannot make the server read its own key or any other file.  The
+-- worker checks the resolved path again before each send (src/forward.c).
 CREATE OR REPLACE FUNCTION delq._check_path(arg text, val text)
 RETURNS text
-LANGUAGE plpgsql IMMUTABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    dir text;
 BEGIN
-    IF val IS NOT NULL AND (val !~ '^/' OR val ~ '[[:cntrl:]]' OR length(val) > 1024) THEN
+    IF val IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF val !~ '^/' OR val ~ '[[:cntrl:]]' OR length(val) > 1024 THEN
         PERFORM delq._invalid(arg, 'must be an absolute file path',
                               format('Pass the absolute path of a PEM file readable by the server, or NULL.'));
+    END IF;
+    PERFORM delq._load();
+    dir := rtrim(current_setting('delq.tls_dir', true), '/');
+    IF coalesce(dir, '') = '' THEN
+        PERFORM delq._invalid(arg, 'names a file, but delq.tls_dir is not set',
+                              'A superuser sets delq.tls_dir to the directory that holds the destinations'' TLS files; then pass a path inside it.');
+    END IF;
+    IF left(val, length(dir) + 1) <> dir || '/' OR val ~ '(^|/)\.\.?(/|$)' THEN
+        PERFORM delq._invalid(arg, format('is not a file in delq.tls_dir (%s)', dir),
+                              'Put the PEM file in the directory named by delq.tls_dir, and pass its path there (no "." or ".." components).');
     END IF;
     RETURN val;
 END

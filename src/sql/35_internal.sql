@@ -128,8 +128,11 @@ BEGIN
         UPDATE delq.pending p SET status = 'failed', failure_reason = 'no route matched'
          WHERE p.id = r.id;
         PERFORM delq._log('no_route', r.id, NULL,
-                          jsonb_build_object('status', 'failed', 'routing_keys',
-                                             (SELECT jsonb_agg(k) FROM jsonb_object_keys(doc) k)),
+                          -- a count, not the keys: a submitter chooses them,
+                          -- and this trail is never erased
+                          jsonb_build_object('status', 'failed', 'attribute_count',
+                                             (SELECT count(*) FROM jsonb_object_keys(doc) k
+                                               WHERE k NOT IN ('source', 'reason'))),
                           actor);
     ELSIF r.status <> 'forwarding' THEN
         UPDATE delq.pending p SET status = 'forwarding', failure_reason = NULL

@@ -1,5 +1,28 @@
 -- The request API: submit, approve, reject, retry, confirm, archive.
 
+-- Whether request id (pending, or archived and perhaps redacted) is for
+-- subject; true when the request is gone (deleted after its retention).
+CREATE OR REPLACE FUNCTION delq._same_subject(id uuid, subject text)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    stored text;
+    redacted boolean := false;
+BEGIN
+    SELECT p.subject INTO stored FROM delq.pending p WHERE p.id = _same_subject.id;
+    IF NOT FOUND THEN
+        SELECT f.subject, f.redacted_at IS NOT NULL INTO stored, redacted
+          FROM delq.finished f WHERE f.id = _same_subject.id;
+        IF NOT FOUND THEN
+            RETURN true;
+        END IF;
+    END IF;
+    RETURN stored = CASE WHEN redacted THEN delq._subject_hash(subject) ELSE subject END;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION delq.submit(subject text, source text, reason text DEFAULT NULL,
                             attributes jsonb DEFAULT '{}', external_id text DEFAULT NULL,
                             due_at timestamptz DEFAULT NULL)
@@ -18,12 +41,19 @@ DECLARE
 BEGIN
     PERFORM delq._check_text('subject', subject, 1000, true);
     PERFORM delq._check_source(source);
+    PERFORM delq._check_source_grant(source);
     PERFORM delq._check_text('reason', reason, 1000, false, true);
     PERFORM delq._check_attributes(attributes);
     PERFORM delq._check_text('external_id', external_id, 255, false);
     IF due_at IS NOT NULL AND due_at <= now() THEN
         PERFORM delq._invalid('due_at', format('is in the past (%s)', due_at),
                               'Pass a future time, or NULL for now() + delq.default_deadline.');
+    END IF;
+    -- bounded like delq.default_deadline: a far deadline is never at risk,
+    -- overdue or late in report(), and escapes extend()'s limit
+    IF due_at IS NOT NULL AND (NOT isfinite(due_at) OR due_at > now() + interval '365 days') THEN
+        PERFORM delq._invalid('due_at', format('is too far ahead (%s)', due_at),
+                              'Pass a time at most 365 days from now, or NULL for now() + delq.default_deadline.');
     END IF;
 
     -- Idempotency: the first (source, external_id) wins, pending or finished;
@@ -35,6 +65,12 @@ BEGIN
         IF NOT FOUND THEN
             SELECT k.request_id INTO existing FROM delq.request_key k
              WHERE k.source = submit.source AND k.external_id = submit.external_id;
+            IF NOT delq._same_subject(existing, submit.subject) THEN
+                RAISE EXCEPTION 'source % already has a request with this external_id, for another subject',
+                                quote_literal(submit.source)
+                    USING ERRCODE = 'unique_violation',
+                          HINT = 'An external_id names one request of its source: pass a new external_id for a new request (a replay with the same subject returns the first request''s id).';
+            END IF;
             RETURN existing;
         END IF;
     END IF;

@@ -170,6 +170,9 @@ RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- a failing call must not write its statement, with the secret and the
+-- header values, into the server log (docs/security.md, "Secrets")
+SET log_min_error_statement = panic
 AS $$
 DECLARE
     d delq.destination;
@@ -223,6 +226,7 @@ RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET log_min_error_statement = panic
 AS $$
 DECLARE
     old delq.destination := delq._destination(name, true);

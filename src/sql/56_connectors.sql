@@ -27,6 +27,9 @@ RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- settings hold the system's keys: a failing call's statement stays out of
+-- the server log (docs/security.md, "Secrets")
+SET log_min_error_statement = panic
 AS $$
 DECLARE
     c delq.connectors;

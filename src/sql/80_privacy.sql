@@ -85,15 +85,18 @@ $$;
 -- Scrubbing: occurrences of a subject in free text become '[subject]'.
 -- Subjects shorter than 4 characters are left alone (they would match
 -- inside unrelated words and numbers), and so are keys ending in "_at"
--- (timestamps).
+-- (timestamps).  Case is ignored: JANE@EXAMPLE.ORG is the same person.
 
 CREATE OR REPLACE FUNCTION delq._scrub_text(val text, subject text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+    -- every character but letters and digits escaped: the subject is
+    -- matched as literal text
     SELECT CASE WHEN val IS NULL OR subject IS NULL OR length(subject) < 4 THEN val
-                ELSE replace(val, subject, '[subject]') END;
+                ELSE regexp_replace(val, regexp_replace(subject, '([^[:alnum:]])', '\\\1', 'g'),
+                                    '[subject]', 'gi') END;
 $$;
 
 CREATE OR REPLACE FUNCTION delq._scrub_value(val jsonb, subject text)
@@ -126,8 +129,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     -- cheap test first: the subject as it appears inside JSON text
     SELECT CASE WHEN val IS NULL OR subject IS NULL OR length(subject) < 4
-                     OR strpos(val::text, substr(to_jsonb(subject)::text, 2,
-                                                 length(to_jsonb(subject)::text) - 2)) = 0
+                     OR strpos(lower(val::text), lower(substr(to_jsonb(subject)::text, 2,
+                                                             length(to_jsonb(subject)::text) - 2))) = 0
                 THEN val
                 ELSE delq._scrub_value(val, subject) END;
 $$;

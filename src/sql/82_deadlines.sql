@@ -45,6 +45,13 @@ BEGIN
     END IF;
 
     new_due := r.due_at + extend.by;
+    -- '1 month 30 days' from 31 December is 2 March: more than two months
+    IF new_due > r.due_at + interval '2 months' THEN
+        PERFORM delq._invalid('by', format('would move the deadline more than two calendar months (%s, to %s)',
+                                           extend.by, new_due),
+                              format('GDPR Art. 12(3) allows two further months at most: the deadline may move to %s at the latest.',
+                                     r.due_at + interval '2 months'));
+    END IF;
     UPDATE delq.pending p SET due_at = new_due WHERE p.id = r.id;
     UPDATE delq.delivery dl SET due_at = new_due WHERE dl.request_id = r.id;
     PERFORM delq._log('extended', r.id, NULL,

@@ -48,12 +48,13 @@ BEGIN
 
     SELECT jsonb_build_object(
                'id', p.id, 'source', p.source, 'external_id', p.external_id,
-               'subject_hash', delq._subject_hash(p.subject), 'reason', p.reason,
+               'subject_hash', delq._subject_hash(p.subject), 'reason', delq._scrub_text(p.reason, p.subject),
                'attributes', delq._redact_attributes(p.attributes, delq._redact_keys()),
                'status', p.status,
                'submitted_at', p.submitted_at, 'due_at', p.due_at,
                'completed_at', p.completed_at, 'rejected_at', p.rejected_at,
-               'rejection_reason', p.rejection_reason, 'failure_reason', p.failure_reason,
+               'rejection_reason', delq._scrub_text(p.rejection_reason, p.subject),
+               'failure_reason', delq._scrub_text(p.failure_reason, p.subject),
                'archived', false)
       INTO request
       FROM delq.pending p WHERE p.id = receipt.id;
@@ -62,14 +63,16 @@ BEGIN
                    'id', f.id, 'source', f.source, 'external_id', f.external_id,
                    'subject_hash', CASE WHEN f.redacted_at IS NULL THEN delq._subject_hash(f.subject)
                                         ELSE f.subject END,
-                   'reason', f.reason,
+                   -- redacted ones are scrubbed already (delq.redact())
+                   'reason', delq._scrub_text(f.reason, f.subject),
                    'attributes', CASE WHEN f.redacted_at IS NULL
                                       THEN delq._redact_attributes(f.attributes, delq._redact_keys())
                                       ELSE f.attributes END,
                    'status', f.status,
                    'submitted_at', f.submitted_at, 'due_at', f.due_at,
                    'completed_at', f.completed_at, 'rejected_at', f.rejected_at,
-                   'rejection_reason', f.rejection_reason, 'failure_reason', f.failure_reason,
+                   'rejection_reason', delq._scrub_text(f.rejection_reason, f.subject),
+                   'failure_reason', delq._scrub_text(f.failure_reason, f.subject),
                    'archived', true, 'finished_at', f.finished_at, 'redacted_at', f.redacted_at)
           INTO request
           FROM delq.finished f WHERE f.id = receipt.id;

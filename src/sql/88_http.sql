@@ -436,6 +436,9 @@ RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- a failing call must not write its statement, with the secret, into the
+-- server log (docs/security.md, "Secrets")
+SET log_min_error_statement = panic
 AS $$
 DECLARE
     m jsonb := coalesce(mapping, '{}');

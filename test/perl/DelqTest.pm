@@ -141,7 +141,8 @@ A started PostgreSQL::Test::Cluster with delq preloaded and its worker in
 database "postgres".  Options: preload (default 1), extension (CREATE
 EXTENSION delq, default 1), allows_streaming, conf (extra postgresql.conf
 lines).  Retries are fast (retry_base 100ms, retry_max 2s) so that tests
-of outcomes finish quickly.
+of outcomes finish quickly; destinations' TLS files may be named under
+/etc/delq (delq.tls_dir).
 
 =cut
 
@@ -157,6 +158,7 @@ sub delq_node
 		  . "delq.retry_base = '100ms'\n"
 		  . "delq.retry_max = '2s'\n"
 		  . "delq.idle_timeout = '1s'\n"
+		  . "delq.tls_dir = '/etc/delq'\n"
 		  . ($opts{conf} // ''));
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION delq')

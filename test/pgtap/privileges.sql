@@ -49,7 +49,7 @@ INSERT INTO fn_spec VALUES
     ('approve', 2), ('reject', 2), ('retry', 2), ('confirm', 2), ('archive', 2),
     ('worker_running', 2), ('dispatch', 2), ('dispatch_pass', 2), ('reset_breaker', 2), ('check_consistency', 2),
     ('add_destination', 3), ('alter_destination', 3), ('drop_destination', 3),
-    ('add_route', 3), ('drop_route', 3), ('add_connector', 3),
+    ('add_route', 3), ('drop_route', 3), ('add_connector', 3), ('grant_source', 3), ('revoke_source', 3),
     ('extend', 2), ('check_deadlines', 2), ('receipt', 2), ('verify_receipt', 2),
     ('report', 2), ('was_erased', 2), ('guard', 2), ('redact', 2),
     ('ledger_checkpoint', 2), ('verify_ledger', 2),
@@ -73,7 +73,7 @@ INSERT INTO rel_spec VALUES
     ('overdue', 2), ('needs_attention', 2), ('destinations', 2),
     ('destination_health', 2), ('destination_state', 2),
     ('at_risk', 2), ('deadline_alert', 2), ('ledger_head', 2), ('ledger_checkpoint', 2),
-    ('ledger_checkpoint_head', 2), ('connectors', 2),
+    ('ledger_checkpoint_head', 2), ('connectors', 2), ('source_grant', 2),
     ('hooks', 2), ('api_tokens', 3),
     ('destination', 3), ('key', 3);
 INSERT INTO rel_spec VALUES ('tasks', 2, true);

@@ -222,8 +222,9 @@ is(sql("SELECT count(*) FROM delq.event WHERE request_id = '$r1' AND kind = 'con
 # delivery, no new webhook id, nothing sent again.
 {
 	my $wids = sql("SELECT string_agg(webhook_id, ',' ORDER BY destination) FROM delq.delivery WHERE request_id = '$r1'");
-	my $again = submit(q{subject => 'someone-else@example.com', source => 'web', external_id => 'w-1',
-		attributes => '{"region": "eu"}'});
+	# (the same subject: for another one, submit refuses, sql/security_requests.sql)
+	my $again = submit(q{subject => 'alice@example.com', source => 'web', external_id => 'w-1',
+		attributes => '{"region": "us"}'});
 	is($again, $r1, 'a duplicate submit returns the first request id');
 	is(sql("SELECT count(*), min(subject) FROM delq.pending WHERE source = 'web' AND external_id = 'w-1'"),
 		'1|alice@example.com', 'no second request, the first one unchanged');

@@ -12,7 +12,8 @@
 #     raises deadline alerts, redacts and takes ledger checkpoints; the
 #     attacker calls every SECURITY DEFINER function of the extension
 #     (walked from pg_proc, so functions added later are covered), and
-#     delq.dispatch() runs on a node without the worker.  No shadow may
+#     delq.dispatch() and delq.dispatch_pass() run on a node without the
+#     worker.  No shadow may
 #     run as anyone but the attacker.  First, the shadows are shown to work
 #     in the attacker's own session, so the test can fail.
 #     See docs/security.md, "Name resolution".
@@ -277,8 +278,13 @@ as_attacker($plain,
 	 SELECT delq.submit('p-' || g || '\@example.com', 'shop') FROM generate_series(1, 3) g;");
 is(as_attacker($plain, 'SELECT delq.dispatch();'), '3', 'dispatch() forwarded 3 requests');
 is($sink->count('erp'), 3, 'the sink got them');
+as_attacker($plain,
+	"SELECT delq.submit('q-' || g || '\@example.com', 'shop') FROM generate_series(1, 2) g;
+	 CALL delq.dispatch_pass();");
+is($sink->count('erp'), 5, 'dispatch_pass() forwarded 2 more');
 as_attacker($plain, 'SELECT delq.archive(); SELECT delq.redact(\'0\');');
 as_attacker($plain, $walk);
-is(hits_by_others($plain), '', 'no shadow ran in dispatch() or another SECURITY DEFINER function');
+is(hits_by_others($plain), '',
+	'no shadow ran in dispatch(), dispatch_pass() or another SECURITY DEFINER function');
 
 done_testing();
