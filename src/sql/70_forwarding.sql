@@ -179,6 +179,23 @@ RETURN CASE WHEN retry_after >= 0
                      base_ms * pg_catalog.power(2, least(attempt - 1, 40)))
        END;
 
+-- Lock the requests of the deliveries ids, in id order, before their
+-- deliveries: the lock order of reject() and confirm(), so that recording
+-- an outcome (_record, _record_step in 72_steps.sql) never deadlocks with
+-- an operator.
+CREATE OR REPLACE FUNCTION delq._lock_requests_of(ids bigint[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM 1 FROM delq.pending p
+     WHERE p.id IN (SELECT dl.request_id FROM delq.delivery dl WHERE dl.id = ANY (ids))
+     ORDER BY p.id
+       FOR UPDATE OF p;
+END
+$$;
+
 -- Record a batch of outcomes: each delivery's new state, its event, the
 -- request's status, then the destinations' health and circuit breaker
 -- (_breaker_record, 75_breaker.sql).  Only rows still 'sending' change: a
@@ -212,12 +229,7 @@ DECLARE
     default_attempts integer := current_setting('delq.max_attempts')::integer;
     touched uuid[];
 BEGIN
-    -- Lock order: request, then its deliveries, as reject() and confirm()
-    -- do, so that recording never deadlocks with an operator.
-    PERFORM 1 FROM delq.pending p
-     WHERE p.id IN (SELECT dl.request_id FROM delq.delivery dl WHERE dl.id = ANY (ids))
-     ORDER BY p.id
-       FOR UPDATE OF p;
+    PERFORM delq._lock_requests_of(ids);
 
     WITH o AS (
         SELECT dl.id, dl.request_id, dl.destination, dl.attempts, dl.attempts_base,

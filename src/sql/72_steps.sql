@@ -585,11 +585,7 @@ DECLARE
     -- moved on to their next call after a successful answer
     advanced bigint[] := '{}'::bigint[];
 BEGIN
-    -- lock order as in _record: requests, then deliveries
-    PERFORM 1 FROM delq.pending x
-     WHERE x.id IN (SELECT y.request_id FROM delq.delivery y WHERE y.id = ANY (ids))
-     ORDER BY x.id
-       FOR UPDATE OF x;
+    PERFORM delq._lock_requests_of(ids);
     FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP
         SELECT * INTO dl FROM delq.delivery x WHERE x.id = ids[i] FOR UPDATE;
         CONTINUE WHEN dl.id IS NULL OR dl.state <> 'sending';
