@@ -334,3 +334,47 @@ SELECT d.url, d.credentials, d.request = c.request AS template_from_catalogue
 SELECT delq.add_connector('t70_v2', 't70_vendor', '{"api_key": "vk-t70", "base_url": "http://127.0.0.1:9/double", "region": "us"}');
 SELECT url, credentials FROM delq.destination WHERE name = 't70_v2';
 SELECT kind, detail FROM delq.event WHERE destination = 't70_v2' ORDER BY id;
+
+-- next links: relative ones on the destination's host; another host is refused
+SELECT delq.add_destination('t70_link', 'https://crm.t70.example/api', request => $${
+    "auth":   {"headers": {"X-Api-Key": "{{credentials.key}}"}},
+    "lookup": {"url": "/people?q={{subject}}", "items": "$.results[*].key", "next": {"link": "$.links.next"}},
+    "erase":  {"method": "POST", "url": "/people/{{item}}/forget", "form": {"who": "{{item}}", "why": "{{reason}}"}}
+  }$$, credentials => '{"key": "k-t70link"}');
+SELECT delq.add_route('t70_link', '{"t70": "link"}') IS NOT NULL AS routed;
+SELECT delq.submit('hugo@example.com', 't70', 'gdpr art. 17', '{"t70": "link"}') IS NOT NULL AS submitted;
+SELECT method, url, headers FROM pg_temp.send('t70_link', 'hugo@example.com');
+SELECT pg_temp.answer('t70_link', 200, '{"results": [{"key": "p 1"}], "links": {"next": "/api/people?q=x&page=2"}}', 'hugo@example.com');
+SELECT url FROM pg_temp.send('t70_link', 'hugo@example.com');
+SELECT pg_temp.answer('t70_link', 200, '{"results": [{"key": "p2"}], "links": {"next": "https://evil.example/steal"}}', 'hugo@example.com');
+SELECT state, last_error, page FROM pg_temp.state('t70_link', 'hugo@example.com');
+SELECT delq.retry(p.id, 't70_link') FROM delq.pending p WHERE p.subject = 'hugo@example.com';
+SELECT url FROM pg_temp.send('t70_link', 'hugo@example.com');
+SELECT pg_temp.answer('t70_link', 200, '{"results": [{"key": "p 1"}], "links": {"next": null}}', 'hugo@example.com');
+SELECT method, url, headers, body FROM pg_temp.send('t70_link', 'hugo@example.com');
+
+SELECT pg_temp.answer('t70_link', 200, 'ok', 'hugo@example.com');
+SELECT state, last_error FROM pg_temp.state('t70_link', 'hugo@example.com');
+
+-- answers that do not fit the template fail, naming the step
+SELECT delq.submit('leo@example.com', 't70', NULL, '{"t70": "link"}') IS NOT NULL AS submitted;
+SELECT url FROM pg_temp.send('t70_link', 'leo@example.com');
+SELECT pg_temp.answer('t70_link', 200, '<html>not json</html>', 'leo@example.com');
+SELECT state, last_error FROM pg_temp.state('t70_link', 'leo@example.com');
+SELECT delq.submit('ivy@example.com', 't70', NULL, '{"t70": "async", "user_id": "u-9"}') IS NOT NULL AS submitted;
+SELECT url FROM pg_temp.send('t70_async', 'ivy@example.com');
+SELECT pg_temp.answer('t70_async', 202, '{"status": "accepted"}', 'ivy@example.com');
+SELECT state, last_error FROM pg_temp.state('t70_async', 'ivy@example.com');
+
+-- a job not finished within max_time fails; its item is erased again on retry
+SELECT delq.submit('kim@example.com', 't70', NULL, '{"t70": "async", "user_id": "u-10"}') IS NOT NULL AS submitted;
+SELECT url FROM pg_temp.send('t70_async', 'kim@example.com');
+SELECT pg_temp.answer('t70_async', 200, '{"id": 995}', 'kim@example.com');
+UPDATE delq.delivery_step s SET poll_started_at = now() - interval '31 days'
+  FROM delq.delivery dl JOIN delq.pending p ON p.id = dl.request_id
+ WHERE s.delivery_id = dl.id AND p.subject = 'kim@example.com';
+UPDATE delq.delivery dl SET next_attempt_at = now() FROM delq.pending p
+ WHERE p.id = dl.request_id AND p.subject = 'kim@example.com';
+SELECT url FROM pg_temp.send('t70_async', 'kim@example.com');
+SELECT pg_temp.answer('t70_async', 200, '{"id": 995, "status": "running"}', 'kim@example.com');
+SELECT state, last_error, phase, job_id FROM pg_temp.state('t70_async', 'kim@example.com');

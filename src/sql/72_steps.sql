@@ -355,7 +355,8 @@ BEGIN
         END IF;
     END IF;
     IF nxt IS NOT NULL AND st -> 'next' ? 'link' AND nxt #>> '{}' LIKE '/%' THEN
-        nxt := to_jsonb(rtrim(d.url, '/') || (nxt #>> '{}'));
+        -- an absolute path (RFC 3986 4.2): on the destination's host
+        nxt := to_jsonb(substring(d.url from '(?i)^(https?://[^/?#]+)') || (nxt #>> '{}'));
     END IF;
     PERFORM delq._step_event(dl, jsonb_build_object('step', 'lookup', 'page', s.page, 'status', status,
                                                     'found', jsonb_array_length(found)));
