@@ -30,6 +30,7 @@ OBJS = \
 	src/worker.o \
 	src/forward.o \
 	src/dispatch.o \
+	src/sqldest.o \
 	src/hmac.o \
 	src/ledger.o \
 	src/guard.o \

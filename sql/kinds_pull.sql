@@ -15,14 +15,6 @@ CREATE ROLE k41_alice LOGIN IN ROLE k41_team;
 CREATE ROLE k41_bob LOGIN IN ROLE k41_team;
 CREATE ROLE k41_other LOGIN;
 CREATE ROLE k41_nobody LOGIN;
--- the helpers, for the consumers too (regress.sqlstate reads no delq table)
-GRANT USAGE ON SCHEMA regress TO PUBLIC;
--- regress.sqlstate with webhook ids and times masked
-CREATE FUNCTION regress.st(sql text) RETURNS text
-LANGUAGE sql AS $$
-    SELECT regexp_replace(regexp_replace(regress.sqlstate(sql), 'msg_[0-9a-f]{32}', 'msg_<id>', 'g'),
-                          'since .*$', 'since <time>');
-$$;
 
 -- Bad input: a clear SQLSTATE and nothing written.
 SELECT regress.snapshot();

@@ -35,6 +35,7 @@
 
 #include "forward.h"
 #include "settings.h"
+#include "sqldest.h"
 #include "store.h"
 #include "version.h"
 
@@ -83,13 +84,34 @@ step_end(DelqSteps *st)
  * their concurrency cap; it is tried again whenever transfers finish, so the
  * cap limits how many are in flight at once, not how many a pass handles.
  */
-static void
+static int
 dispatch_pass(DelqForwarder *fw, int max, DelqSteps *st)
 {
+	int			sql_done = 0;
+
 	step_begin(st);
 	delq_store_release_held(delq_batch_size);
 	delq_store_requeue_stale(false);
 	step_end(st);
+
+	/*
+	 * SQL destinations (src/sqldest.c), a step each: the function's work
+	 * commits, or rolls back, with its outcome (in dispatch(), with the
+	 * caller's transaction).
+	 */
+	while (sql_done < max)
+	{
+		int			n;
+
+		step_begin(st);
+		n = delq_sql_run_one();
+		step_end(st);
+		if (n == 0)
+			break;
+		sql_done++;
+		CHECK_FOR_INTERRUPTS();
+	}
+	max -= sql_done;
 
 	for (;;)
 	{
@@ -113,6 +135,7 @@ dispatch_pass(DelqForwarder *fw, int max, DelqSteps *st)
 	step_begin(st);
 	delq_forwarder_record(fw);
 	step_end(st);
+	return sql_done;
 }
 
 /* Run a pass; returns the number of outcomes recorded. */
@@ -120,6 +143,7 @@ static int
 run_pass(int max, DelqSteps *st)
 {
 	DelqForwarder *fw;
+	volatile int sql_done = 0;
 	int			recorded;
 
 	/* the forwarding queries are this version's (src/version.c) */
@@ -128,11 +152,11 @@ run_pass(int max, DelqSteps *st)
 
 	PG_TRY();
 	{
-		dispatch_pass(fw, max, st);
+		sql_done = dispatch_pass(fw, max, st);
 	}
 	PG_FINALLY();
 	{
-		recorded = (int) fw->recorded;
+		recorded = (int) fw->recorded + sql_done;
 		delq_forwarder_destroy(fw);
 	}
 	PG_END_TRY();

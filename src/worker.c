@@ -48,6 +48,7 @@
 
 #include "forward.h"
 #include "settings.h"
+#include "sqldest.h"
 #include "store.h"
 #include "upkeep.h"
 #include "version.h"
@@ -395,7 +396,7 @@ sooner_look(TimestampTz next_look)
  */
 static bool
 database_turn(DelqForwarder *fw, bool claim_now, TimestampTz *next_look,
-			  TimestampTz *next_upkeep)
+			  TimestampTz *next_upkeep, bool *sql_due)
 {
 	int			room = Min(delq_max_in_flight - fw->running, delq_batch_size);
 	TimestampTz now;
@@ -423,8 +424,32 @@ database_turn(DelqForwarder *fw, bool claim_now, TimestampTz *next_look,
 		claim_now = (delq_forwarder_claim(fw, room) == room);
 	if (!claim_now)
 		*next_look = sooner_look(*next_look);
+	*sql_due = delq_sql_due();
 	end_step();
 	return claim_now;
+}
+
+/*
+ * SQL destinations (src/sqldest.c): each due delivery in a transaction of
+ * its own, in which its function's work and its outcome commit together.
+ * At most a batch per turn, so that HTTP answers are not kept waiting.
+ * Returns whether the batch was full (more may be due).
+ */
+static bool
+sql_turn(void)
+{
+	for (int i = 0; i < delq_batch_size; i++)
+	{
+		int			n;
+
+		begin_step("delq: SQL destination");
+		n = delq_sql_run_one();
+		end_step();
+		if (n == 0)
+			return false;
+		CHECK_FOR_INTERRUPTS();
+	}
+	return true;
 }
 
 static void
@@ -439,6 +464,7 @@ forwarding_loop(DelqForwarder *fw)
 	{
 		long		timeout;
 		TimestampTz now;
+		bool		sql_due = false;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -450,9 +476,12 @@ forwarding_loop(DelqForwarder *fw)
 		now = GetCurrentTimestamp();
 		if (fw->ndone > 0 || claim_now || now >= next_look || now >= next_upkeep)
 		{
-			claim_now = database_turn(fw, claim_now, &next_look, &next_upkeep);
+			claim_now = database_turn(fw, claim_now, &next_look, &next_upkeep,
+									  &sql_due);
 			last_turn = now;
 		}
+		if (sql_due && sql_turn())
+			claim_now = true;
 
 		/* outcomes never sent (a template's render error) wait too */
 		if ((claim_now && fw->running < delq_max_in_flight) || fw->ndone > 0)
@@ -499,12 +528,17 @@ delq_worker_main(Datum arg)
 	pgstat_report_appname("delq worker");
 
 	/*
-	 * The worker runs as a superuser (or the extension's owner): no ALTER
-	 * DATABASE or ALTER ROLE ... SET search_path may decide what the names in
-	 * its queries mean (issue 9; docs/security.md).  An override outranks
-	 * every other source, a reload of the configuration included.
+	 * The worker runs as a superuser (or the extension's owner): no
+	 * ALTER DATABASE or ALTER ROLE ... SET search_path may decide what the
+	 * names in its queries mean (issue 9; docs/security.md).  A session
+	 * setting outranks those and the configuration file (reloads too), and
+	 * nothing in this process sets it again: delq's functions set it only
+	 * for their own calls, and the one place user code runs, a SQL
+	 * destination's function (src/sqldest.c), has every setting it
+	 * changes undone.  Not an override: that would also silence the
+	 * SET search_path clause of such a function.
 	 */
-	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
 
 	wait_for_schema();
 

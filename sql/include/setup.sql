@@ -115,5 +115,17 @@ BEGIN
 END
 $$;
 
+-- regress.sqlstate with webhook ids and the times after "since" masked;
+-- usable by the roles a test switches to (SET ROLE), as it reads no delq
+-- table.
+CREATE OR REPLACE FUNCTION regress.st(sql text)
+RETURNS text
+LANGUAGE sql
+AS $$
+    SELECT regexp_replace(regexp_replace(regress.sqlstate(sql), 'msg_[0-9a-f]{32}', 'msg_<id>', 'g'),
+                          'since .*$', 'since <time>');
+$$;
+GRANT USAGE ON SCHEMA regress TO PUBLIC;
+
 RESET client_min_messages;
 \set ECHO all

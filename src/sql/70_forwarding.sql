@@ -355,7 +355,7 @@ BEGIN
              CROSS JOIN LATERAL (SELECT dl.next_attempt_at FROM delq.delivery dl
                                   WHERE dl.destination = d.name AND dl.state = 'queued'
                                   ORDER BY dl.next_attempt_at LIMIT 1) q
-             WHERE d.enabled AND d.kind IN ('webhook', 'http')
+             WHERE d.enabled AND d.kind IN ('webhook', 'http', 'sql')
                AND (SELECT count(*) FROM delq.delivery x
                      WHERE x.destination = d.name AND x.state = 'sending')
                    < delq._breaker_room(d.concurrency, s.breaker_until, 'infinity')

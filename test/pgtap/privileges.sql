@@ -60,7 +60,8 @@ INSERT INTO fn_spec VALUES
     ('status_page', 2), ('html', 2), ('html_table', 2), ('metrics', 2),
     ('add_api_token', 3), ('drop_api_token', 3), ('add_hook', 3), ('drop_hook', 3),
     ('explain_routes', 2), ('recipients', 2),
-    ('add_pull_destination', 3), ('alter_pull_destination', 3);
+    ('add_pull_destination', 3), ('alter_pull_destination', 3),
+    ('add_sql_destination', 3), ('alter_sql_destination', 3);
 INSERT INTO fn_spec VALUES ('take', 99, true), ('ack', 99, true), ('nack', 99, true);
 
 -- The least level that may SELECT each table or view.  Nobody may write
