@@ -252,10 +252,13 @@ $$;
 
 -- The end of a delivery that a system confirmed outside the worker:
 -- 'confirmed' (erased) or 'not_held' (it held nothing).  Shared by
--- delq.confirm() and the HTTP confirmation links (delq._http_confirm,
--- 88_http.sql); the caller has locked the request and found d.  Done
--- already: false, nothing written.
-CREATE OR REPLACE FUNCTION delq._confirm_delivery(d delq.delivery, outcome text, via text)
+-- delq.confirm(), the HTTP confirmation links (delq._http_confirm,
+-- 88_http.sql) and a pull consumer's delq.ack() (52_pull.sql, with more
+-- detail for the event and the consumer as its actor); the caller has
+-- locked the request and found d.  Done already: false, nothing written.
+CREATE OR REPLACE FUNCTION delq._confirm_delivery(d delq.delivery, outcome text, via text,
+                                                  detail jsonb DEFAULT '{}',
+                                                  actor text DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -275,7 +278,7 @@ BEGIN
        SET state = outcome, confirmed_at = now(), lease_until = NULL
      WHERE dl.id = d.id;
     PERFORM delq._log(outcome, d.request_id, d.destination,
-                      jsonb_build_object('via', via, 'previous_state', d.state));
+                      jsonb_build_object('via', via, 'previous_state', d.state) || detail, actor);
     PERFORM delq._refresh_status(ARRAY[d.request_id]);
     RETURN true;
 END

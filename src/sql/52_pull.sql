@@ -288,7 +288,6 @@ SET log_min_error_statement = panic
 AS $$
 DECLARE
     dl delq.delivery;
-    outcome text;
 BEGIN
     PERFORM delq._not_null('not_held', not_held);
     PERFORM delq._check_text('note', note, 1000, false, true);
@@ -298,19 +297,14 @@ BEGIN
     END IF;
     PERFORM delq._check_lease(dl, 'ack', true);
 
-    outcome := CASE WHEN not_held THEN 'not_held' ELSE 'confirmed' END;
-    UPDATE delq.delivery x
-       SET state = outcome, confirmed_at = now(), lease_until = NULL, last_error = NULL
-     WHERE x.id = dl.id;
-    PERFORM delq._log(outcome, dl.request_id, dl.destination,
-                      jsonb_strip_nulls(jsonb_build_object(
-                          'via', 'delq.ack', 'attempt', dl.attempts,
-                          'late', CASE WHEN dl.state = 'queued' OR dl.lease_until < now() THEN true END,
-                          'note', delq._scrub_text(note, (SELECT p.subject FROM delq.pending p
-                                                          WHERE p.id = dl.request_id)))),
-                      delq._caller());
-    PERFORM delq._refresh_status(ARRAY[dl.request_id]);
-    RETURN true;
+    RETURN delq._confirm_delivery(
+        dl, CASE WHEN not_held THEN 'not_held' ELSE 'confirmed' END, 'delq.ack',
+        jsonb_strip_nulls(jsonb_build_object(
+            'attempt', dl.attempts,
+            'late', CASE WHEN dl.state = 'queued' OR dl.lease_until < now() THEN true END,
+            'note', delq._scrub_text(note, (SELECT p.subject FROM delq.pending p
+                                            WHERE p.id = dl.request_id)))),
+        delq._caller());
 END
 $$;
 
