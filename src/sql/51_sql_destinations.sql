@@ -144,7 +144,7 @@ DECLARE
     d delq.destination := delq._destination(name, true);
     fn regprocedure;
     role regrole;
-    changed text[] := '{}';
+    changed text[] := '{}'::text[];
 BEGIN
     IF d.kind <> 'sql' THEN
         RAISE EXCEPTION 'destination % is not a SQL destination', quote_literal(d.name)
