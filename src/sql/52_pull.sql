@@ -2,23 +2,12 @@
 -- deliveries wait until a consumer (a program, or a person in psql: a
 -- manual destination) takes them with delq.take(), erases, and answers
 -- with delq.ack() or delq.nack().  A taken delivery is 'sending', leased to
--- the role that took it (delivery.leased_by, delq._caller()) until lease_until;
+-- the role that took it (delivery.leased_by, delq._caller() of
+-- 45_sources.sql) until lease_until;
 -- an expired lease returns it to the queue, the attempt counted
 -- (delq._requeue, 70_forwarding.sql).  Consumers get the role
 -- delq_consumer, which may call take, ack and nack and read delq.tasks,
 -- and act on the destinations whose consumer role they are members of.
-
--- The role the caller acts as: the one set with SET ROLE, else the
--- session user.  Inside a SECURITY DEFINER function current_user is the
--- function's owner; the role setting is the caller's still.
-CREATE OR REPLACE FUNCTION delq._caller()
-RETURNS name
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT CASE WHEN current_setting('role') = 'none' THEN session_user
-                ELSE current_setting('role')::name END;
-$$;
 
 -- Whether role_name (a role that may have been dropped since) includes
 -- who.  A dropped role includes nobody.
