@@ -278,5 +278,7 @@ for my $i (0 .. $#secrets)
 	ok(index($log, $s) < 0, "secret $i not in the server log");
 }
 like($operator_text, qr/"step"/, 'the operator text searched holds the step events');
+# the subjects went into URLs, queries and bodies: none reached the log
+unlike($log, qr/\w\@example\.com|\%40example\.com/, 'no subject in the server log');
 
 done_testing();
