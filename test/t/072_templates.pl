@@ -257,6 +257,25 @@ ok(wait_state('dan@example.com', 'jobs', 'confirmed', 60), 'after the crash the 
 is(scalar(grep { $_->{body} =~ /dora\@example/ } calls('POST', qr{^/api/jobs$})), 1,
 	'the job was started once');
 
+# --- 5c. without the worker: dispatch_pass() runs the steps too -------------
+
+my $cron = delq_node('templates_cron', preload => 0);
+$cron->safe_psql('postgres', "SELECT delq.add_destination('records', '$base', request => \$\${
+    \"auth\":   {\"bearer\": \"{{credentials.api_key}}\"},
+    \"lookup\": {\"url\": \"/api/records\", \"query\": {\"email\": \"{{subject}}\"},
+               \"items\": \"\$.data[*].id\", \"next\": {\"cursor\": \"\$.next_cursor\", \"param\": \"cursor\"}},
+    \"erase\":  {\"url\": \"/api/records/{{item}}\", \"answers\": {\"not_held\": [404]}}
+  }\$\$, credentials => '{\"api_key\": \"$API_KEY\"}');
+  SELECT delq.add_route('records');
+  SELECT delq.submit('eve\@example.com', 'tap');");
+api('POST', '/_seed', { records => [ map { { id => "e$_", email => 'eve@example.com' } } 1 .. 3 ] });
+$cron->safe_psql('postgres', 'CALL delq.dispatch_pass()');
+is($cron->safe_psql('postgres', 'SELECT state FROM delq.delivery'), 'confirmed',
+	'one dispatch_pass() looks up both pages and erases every item');
+is(scalar(grep { $_->{email} eq 'eve@example.com' } @{ api('GET', '/_state')->{records} }), 0,
+	'the double holds nothing on eve');
+$cron->stop;
+
 # --- 6. secrets nowhere ------------------------------------------------------
 
 my @secrets = ($API_KEY, $CLIENT_SECRET, $tok, $tok2);
