@@ -401,6 +401,13 @@ database_turn(DelqForwarder *fw, bool claim_now, TimestampTz *next_look,
 	int			room = Min(delq_max_in_flight - fw->running, delq_batch_size);
 	TimestampTz now;
 
+	/*
+	 * SQL destinations are looked for when a commit woke us or a look is due
+	 * (a retry of theirs falls due through delq._next_due), not after every
+	 * batch of HTTP answers.
+	 */
+	bool		look_sql = claim_now;
+
 	begin_step("delq: forwarding");
 	delq_store_replan_if_resized();
 	if (fw->ndone > 0)
@@ -416,6 +423,7 @@ database_turn(DelqForwarder *fw, bool claim_now, TimestampTz *next_look,
 		/* at the latest, look again after the idle timeout */
 		*next_look = TimestampTzPlusMilliseconds(now, delq_idle_timeout_ms);
 		claim_now = true;
+		look_sql = true;
 	}
 	if (now >= *next_upkeep)
 		*next_upkeep = delq_upkeep_round();
@@ -424,7 +432,7 @@ database_turn(DelqForwarder *fw, bool claim_now, TimestampTz *next_look,
 		claim_now = (delq_forwarder_claim(fw, room) == room);
 	if (!claim_now)
 		*next_look = sooner_look(*next_look);
-	*sql_due = delq_sql_due();
+	*sql_due = look_sql && delq_sql_due();
 	end_step();
 	return claim_now;
 }
@@ -528,15 +536,14 @@ delq_worker_main(Datum arg)
 	pgstat_report_appname("delq worker");
 
 	/*
-	 * The worker runs as a superuser (or the extension's owner): no
-	 * ALTER DATABASE or ALTER ROLE ... SET search_path may decide what the
-	 * names in its queries mean (issue 9; docs/security.md).  A session
-	 * setting outranks those and the configuration file (reloads too), and
-	 * nothing in this process sets it again: delq's functions set it only
-	 * for their own calls, and the one place user code runs, a SQL
-	 * destination's function (src/sqldest.c), has every setting it
-	 * changes undone.  Not an override: that would also silence the
-	 * SET search_path clause of such a function.
+	 * The worker runs as a superuser (or the extension's owner): no ALTER
+	 * DATABASE or ALTER ROLE ... SET search_path may decide what the names in
+	 * its queries mean (issue 9; docs/security.md).  A session setting
+	 * outranks those and the configuration file (reloads too), and nothing in
+	 * this process sets it again: delq's functions set it only for their own
+	 * calls, and the one place user code runs, a SQL destination's function
+	 * (src/sqldest.c), has every setting it changes undone.  Not an override:
+	 * that would also silence the SET search_path clause of such a function.
 	 */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
 
