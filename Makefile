@@ -92,9 +92,13 @@ indent:
 indent-check:
 	PG_CONFIG=$(PG_CONFIG) CHECK=1 tools/pgindent
 
-.PHONY: test demo
+.PHONY: test demo chaos
 test:
 	bash test/run-all
+
+# The chaos test's long form (test/chaos; `make test` runs a 40 s form).
+chaos:
+	bash test/chaos $${DELQ_CHAOS_SECONDS:-600}
 
 demo:
 	bash test/demo
