@@ -1,9 +1,10 @@
 --
 -- kinds_recipients: delq.explain_routes() (where a request would go,
 -- and why not elsewhere) and delq.recipients() (GDPR Art. 19: where it
--- went, with each outcome and when), for webhook and pull destinations,
--- pending, archived and redacted requests; recipients agree with the
--- receipt and the archive summary.
+-- went, with each outcome and when), for webhook, templated HTTP and pull
+-- destinations, pending, archived and redacted requests; recipients agree
+-- with the receipt and the archive summary.  (SQL destinations:
+-- sql/kinds_sql.sql; all kinds in one request: test/t/026_fanout_kinds.pl.)
 --
 \set SHOW_CONTEXT never
 \set VERBOSITY default
@@ -13,11 +14,14 @@ CREATE ROLE k42_team NOLOGIN;
 SELECT delq.add_destination('t42_hook', 'https://hook.t42.example/erase');
 SELECT delq.add_destination('t42_paused', 'https://paused.t42.example/erase', enabled => false);
 SELECT delq.add_destination('t42_noroute', 'https://noroute.t42.example/erase');
+SELECT delq.add_destination('t42_api', 'https://api.t42.example',
+                            request => '{"erase": {"method": "DELETE", "url": "/users/{{request_id}}"}}');
 SELECT delq.add_pull_destination('t42_manual', 'k42_team');
 SELECT delq.add_route('t42_hook', '{"source": "t42", "region": "eu"}') AS hook_eu \gset
 SELECT delq.add_route('t42_hook', '{"source": "t42", "tags": ["crm"]}') AS hook_crm \gset
 SELECT delq.add_route('t42_paused', '{"source": "t42"}') AS paused_all \gset
 SELECT delq.add_route('t42_manual', '{"reason": "gdpr-art17"}') AS manual_art17 \gset
+SELECT delq.add_route('t42_api', '{"source": "t42", "tier": 3}') AS api_tier3 \gset
 
 --
 -- explain_routes: every destination, each route, planned or not and why.
