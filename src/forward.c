@@ -72,15 +72,46 @@ in_tls_dir(const char *path)
 }
 
 /*
+ * delq.denied_networks, parsed again when it changed (checked when set, so
+ * it parses).
+ */
+static void
+denied_networks(const DelqNetwork **nets, int *n)
+{
+	static char *parsed_from = NULL;
+	static DelqNetwork *parsed = NULL;
+	static int	nparsed = 0;
+
+	if (parsed_from == NULL || strcmp(parsed_from, delq_denied_networks) != 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		if (parsed_from)
+			pfree(parsed_from);
+		if (parsed)
+			pfree(parsed);
+		if (delq_http_parse_networks(delq_denied_networks, &parsed, &nparsed) != NULL)
+			nparsed = 0;
+		parsed_from = pstrdup(delq_denied_networks);
+		MemoryContextSwitchTo(old);
+	}
+	*nets = parsed;
+	*n = nparsed;
+}
+
+/*
  * The settings every request of a transfer follows: its TLS files confined
  * to delq.tls_dir (else it is not sent, and fails with why), the global CA
- * bundle, the proxy.  Strings are copied: a reload frees the old values
- * while requests may still wait in the client's queue.
+ * bundle, the proxy, the networks it may not reach.  Copied: a reload
+ * frees or replaces the old values while requests may still wait in the
+ * client's queue.
  */
 static void
 apply_settings(DelqTransfer *t)
 {
 	MemoryContext cxt = (MemoryContext) t->user;
+	const DelqNetwork *nets;
+	int			n;
 	const char *files[3] = {t->req.ca_file, t->req.client_cert, t->req.client_key};
 	static const char *const refusals[3] = {
 		"ca_file is not a file in delq.tls_dir",
@@ -95,6 +126,15 @@ apply_settings(DelqTransfer *t)
 		t->req.ca_file = MemoryContextStrdup(cxt, delq_ca_file);
 	if (delq_http_proxy[0] != '\0')
 		t->req.proxy = MemoryContextStrdup(cxt, delq_http_proxy);
+	denied_networks(&nets, &n);
+	if (n > 0)
+	{
+		DelqNetwork *copy = MemoryContextAlloc(cxt, sizeof(DelqNetwork) * n);
+
+		memcpy(copy, nets, sizeof(DelqNetwork) * n);
+		t->req.denied = copy;
+		t->req.ndenied = n;
+	}
 }
 
 DelqForwarder *

@@ -34,6 +34,9 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -70,8 +73,16 @@ typedef struct DelqConn
 	struct curl_slist *headers;
 	size_t		received;		/* response body bytes */
 	bool		too_large;
+	char		denied[INET6_ADDRSTRLEN];	/* an address refused, or "" */
 	char		errbuf[CURL_ERROR_SIZE];
 } DelqConn;
+
+static curl_socket_t open_socket(void *clientp, curlsocktype purpose,
+								 struct curl_sockaddr *address);
+#if LIBCURL_VERSION_NUM >= 0x075000
+static int	check_reused(void *clientp, char *primary_ip, char *local_ip,
+						 int primary_port, int local_port);
+#endif
 
 struct DelqHttp
 {
@@ -562,6 +573,12 @@ setup_easy(DelqConn *conn, DelqHttpRequest *req)
 	SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
 	/* "" is no proxy: libcurl would otherwise honour the server's environment */
 	SETOPT(CURLOPT_PROXY, req->proxy ? req->proxy : "");
+	SETOPT(CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	SETOPT(CURLOPT_OPENSOCKETDATA, conn);
+#if LIBCURL_VERSION_NUM >= 0x075000
+	SETOPT(CURLOPT_PREREQFUNCTION, check_reused);
+	SETOPT(CURLOPT_PREREQDATA, conn);
+#endif
 	if (req->body != NULL)
 	{
 		SETOPT(CURLOPT_POST, 1L);
@@ -706,6 +723,7 @@ delq_http_start(DelqHttp *http, DelqHttpRequest *req)
 
 	/* nothing below throws */
 	conn->req = req;
+	conn->denied[0] = '\0';
 	req->priv = conn;
 	req->result = DELQ_HTTP_PENDING;
 	req->status = 0;
@@ -800,6 +818,156 @@ mask_sent_values(DelqHttpRequest *req)
 	}
 }
 
+/* Whether the first bits of a and b (bytes) are equal. */
+static bool
+prefix_equal(const unsigned char *a, const unsigned char *b, int bits)
+{
+	int			whole = bits / 8;
+	int			rest = bits % 8;
+
+	if (memcmp(a, b, whole) != 0)
+		return false;
+	return rest == 0 ||
+		((a[whole] ^ b[whole]) & (unsigned char) (0xff << (8 - rest))) == 0;
+}
+
+/*
+ * Whether a resolved address is in one of the request's denied networks;
+ * an IPv4-mapped IPv6 address counts as the IPv4 address it maps.
+ */
+static bool
+address_denied(const DelqHttpRequest *req, const struct sockaddr *sa)
+{
+	const unsigned char *a;
+	int			family = sa->sa_family;
+	static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+	if (family == AF_INET)
+		a = (const unsigned char *) &((const struct sockaddr_in *) sa)->sin_addr;
+	else if (family == AF_INET6)
+	{
+		a = (const unsigned char *) &((const struct sockaddr_in6 *) sa)->sin6_addr;
+		if (memcmp(a, v4mapped, 12) == 0)
+		{
+			a += 12;
+			family = AF_INET;
+		}
+	}
+	else
+		return false;
+	for (int i = 0; i < req->ndenied; i++)
+		if (req->denied[i].family == family &&
+			prefix_equal(a, req->denied[i].addr, req->denied[i].bits))
+			return true;
+	return false;
+}
+
+/*
+ * CURLOPT_OPENSOCKETFUNCTION: the one place every connection starts, after
+ * name resolution, so a host name that resolves into a denied network (a
+ * cloud's metadata address, say) is refused before any packet is sent.
+ */
+static curl_socket_t
+open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	DelqConn   *conn = (DelqConn *) clientp;
+
+	if (conn->req != NULL && address_denied(conn->req, &address->addr))
+	{
+		const struct sockaddr *sa = &address->addr;
+		const void *a = sa->sa_family == AF_INET ?
+			(const void *) &((const struct sockaddr_in *) sa)->sin_addr :
+			(const void *) &((const struct sockaddr_in6 *) sa)->sin6_addr;
+
+		if (inet_ntop(sa->sa_family, a, conn->denied, sizeof(conn->denied)) == NULL)
+			strlcpy(conn->denied, "?", sizeof(conn->denied));
+		return CURL_SOCKET_BAD;
+	}
+	return socket(address->family, address->socktype, address->protocol);
+}
+
+#if LIBCURL_VERSION_NUM >= 0x075000
+/*
+ * CURLOPT_PREREQFUNCTION: a pooled connection is reused without a new
+ * socket, so the address is checked again before the request goes out
+ * (the list may have changed since the connection was made).
+ */
+static int
+check_reused(void *clientp, char *primary_ip, char *local_ip,
+			 int primary_port, int local_port)
+{
+	DelqConn   *conn = (DelqConn *) clientp;
+	struct sockaddr_in6 sa6;
+	struct sockaddr_in sa4;
+
+	if (conn->req == NULL || conn->req->ndenied == 0 || primary_ip == NULL)
+		return CURL_PREREQFUNC_OK;
+	memset(&sa4, 0, sizeof(sa4));
+	memset(&sa6, 0, sizeof(sa6));
+	if (inet_pton(AF_INET, primary_ip, &sa4.sin_addr) == 1)
+		sa4.sin_family = AF_INET;
+	else if (inet_pton(AF_INET6, primary_ip, &sa6.sin6_addr) == 1)
+		sa6.sin6_family = AF_INET6;
+	else
+		return CURL_PREREQFUNC_OK;
+	if (address_denied(conn->req, sa4.sin_family == AF_INET ?
+					   (struct sockaddr *) &sa4 : (struct sockaddr *) &sa6))
+	{
+		strlcpy(conn->denied, primary_ip, sizeof(conn->denied));
+		return CURL_PREREQFUNC_ABORT;
+	}
+	return CURL_PREREQFUNC_OK;
+}
+#endif
+
+const char *
+delq_http_parse_networks(const char *list, DelqNetwork **nets, int *n)
+{
+	char	   *copy = pstrdup(list);
+	char	   *save = NULL;
+	int			size = 4;
+
+	*n = 0;
+	*nets = palloc(sizeof(DelqNetwork) * size);
+	for (char *item = strtok_r(copy, ", \t", &save); item != NULL;
+		 item = strtok_r(NULL, ", \t", &save))
+	{
+		DelqNetwork *net;
+		char	   *slash = strchr(item, '/');
+		char	   *end;
+
+		if (*n == size)
+		{
+			size *= 2;
+			*nets = repalloc(*nets, sizeof(DelqNetwork) * size);
+		}
+		net = &(*nets)[(*n)++];
+		if (slash)
+			*slash = '\0';
+		net->family = strchr(item, ':') ? AF_INET6 : AF_INET;
+		if (inet_pton(net->family, item, net->addr) != 1)
+			goto bad;
+		net->bits = net->family == AF_INET ? 32 : 128;
+		if (slash)
+		{
+			long		bits = strtol(slash + 1, &end, 10);
+
+			if (*end != '\0' || end == slash + 1 || bits < 0 || bits > net->bits)
+				goto bad;
+			net->bits = (int) bits;
+		}
+	}
+	pfree(copy);
+	return NULL;
+
+bad:
+	pfree(copy);
+	pfree(*nets);
+	*nets = NULL;
+	*n = 0;
+	return "not a comma-separated list of IP networks such as 169.254.0.0/16, fe80::/10";
+}
+
 /* Fill in the output fields of a request curl has finished.  Never throws. */
 static void
 record_result(DelqConn *conn, CURLcode result)
@@ -811,7 +979,14 @@ record_result(DelqConn *conn, CURLcode result)
 	req->status = (int) code;
 	req->error[0] = '\0';
 
-	if (conn->too_large || result == CURLE_FILESIZE_EXCEEDED)
+	if (conn->denied[0] != '\0')
+	{
+		req->result = DELQ_HTTP_REFUSED;
+		snprintf(req->error, sizeof(req->error),
+				 "address %s is in a denied network (delq.denied_networks)",
+				 conn->denied);
+	}
+	else if (conn->too_large || result == CURLE_FILESIZE_EXCEEDED)
 	{
 		req->result = DELQ_HTTP_TOO_LARGE;
 		snprintf(req->error, sizeof(req->error),

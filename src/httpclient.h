@@ -47,6 +47,14 @@ typedef enum DelqHttpResult
 
 typedef struct DelqHttpRequest DelqHttpRequest;
 
+/* An IP network (address and prefix length) a request may not connect to. */
+typedef struct DelqNetwork
+{
+	int			family;			/* AF_INET or AF_INET6 */
+	unsigned char addr[16];		/* 4 or 16 bytes, network byte order */
+	int			bits;			/* prefix length */
+} DelqNetwork;
+
 /*
  * Called when the request goes to curl (now, or when it leaves the queue),
  * in a memory context reset after each call: sets *lines / *nlines to
@@ -86,6 +94,10 @@ struct DelqHttpRequest
 								 * http_proxy etc. are ignored) */
 	const char *refuse;			/* NULL, or why not to send: the request then
 								 * ends DELQ_HTTP_REFUSED with it */
+	const DelqNetwork *denied;	/* addresses never connected to (checked
+								 * after name resolution, before the socket
+								 * is made): DELQ_HTTP_REFUSED */
+	int			ndenied;
 	size_t		max_response;	/* 0: DELQ_HTTP_RESPONSE_MAX */
 	char	   *response;		/* room for the body's first bytes, or NULL */
 	size_t		response_size;
@@ -116,6 +128,14 @@ typedef void (*DelqHttpDone) (DelqHttpRequest *req, void *arg);
  * caller's transactions; delq_http_destroy frees it.
  */
 extern DelqHttp *delq_http_create(int max_connections);
+
+/*
+ * Parse a comma-separated list of networks ("169.254.0.0/16, fe80::/10",
+ * an address alone is one host) into a palloc'd array.  Returns NULL, or
+ * what is wrong (a static string); *nets is then NULL.
+ */
+extern const char *delq_http_parse_networks(const char *list,
+											DelqNetwork **nets, int *n);
 extern void delq_http_destroy(DelqHttp *http);
 
 /*

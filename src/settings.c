@@ -17,6 +17,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "httpclient.h"
 #include "settings.h"
 
 char	   *delq_database = NULL;
@@ -36,6 +37,7 @@ int			delq_breaker_max_cooldown_s = 3600;
 char	   *delq_ca_file = NULL;
 char	   *delq_tls_dir = NULL;
 char	   *delq_http_proxy = NULL;
+char	   *delq_denied_networks = NULL;
 int			delq_warn_before_s = 7 * 24 * 3600;
 int			delq_subject_retention_s = 30 * 24 * 3600;
 int			delq_secret_overlap_s = 24 * 3600;
@@ -49,6 +51,24 @@ int			delq_http_max_body = 64 * 1024;
 int			delq_http_max_connections = 64;
 int			delq_http_max_client_connections = 16;
 int			delq_http_request_timeout_ms = 10000;
+
+/* delq.denied_networks must parse (src/httpclient.c reads the list). */
+static bool
+check_networks(char **newval, void **extra, GucSource source)
+{
+	DelqNetwork *nets;
+	int			n;
+	const char *err = delq_http_parse_networks(*newval, &nets, &n);
+
+	if (err != NULL)
+	{
+		GUC_check_errdetail("%s", err);
+		return false;
+	}
+	if (nets)
+		pfree(nets);
+	return true;
+}
 
 /*
  * The HTTP ingress (docs/http-api.md).  Its server reads these at start,
@@ -293,6 +313,15 @@ delq_define_forwarding_settings(void)
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("delq.denied_networks",
+							   "IP networks no destination may be reached at (a cloud's metadata service by default).",
+							   "Checked after name resolution, before connecting; with delq.http_proxy, the proxy is what is checked.",
+							   &delq_denied_networks,
+							   "169.254.0.0/16, fe80::/10, fd00:ec2::254",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   check_networks, NULL, NULL);
 }
 
 /* Deadlines and minimisation (docs/privacy.md). */

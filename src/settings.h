@@ -28,6 +28,7 @@ extern int	delq_secret_overlap_s;
 extern char *delq_ca_file;
 extern char *delq_tls_dir;
 extern char *delq_http_proxy;
+extern char *delq_denied_networks;
 extern int	delq_warn_before_s;
 extern int	delq_subject_retention_s;
 extern char *delq_redact_attributes;

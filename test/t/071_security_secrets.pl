@@ -13,7 +13,8 @@
 #     - a TLS file named inside delq.tls_dir that is a symbolic link to a
 #       file outside it is not used: the delivery fails, and says why;
 #     - the server's proxy environment (http_proxy) is ignored; a proxy is
-#       used only when delq.http_proxy names one.
+#       used only when delq.http_proxy names one;
+#     - no connection is made to an address in delq.denied_networks.
 
 use strict;
 use warnings;
@@ -142,5 +143,29 @@ ok( poll_until(
 		'1', 30),
 	'with delq.http_proxy set, requests go to the proxy (here a closed port: retried)');
 is($sink->count('good'), 1, 'the destination got nothing more');
+
+# --- delq.denied_networks ---------------------------------------------------------
+
+# By default a cloud's metadata networks; here loopback, where the sink is,
+# so that the refusal is seen without sending anything anywhere else.
+is($node->safe_psql('postgres', 'SHOW delq.denied_networks'),
+	'169.254.0.0/16, fe80::/10, fd00:ec2::254', 'link-local and metadata addresses are denied by default');
+my ($ret, $out, $err) = $node->psql('postgres', "ALTER SYSTEM SET delq.denied_networks = '127.0.0.0/33'");
+like($err, qr/invalid value for parameter "delq.denied_networks"/, 'a malformed list is refused');
+$node->safe_psql('postgres',
+	"ALTER SYSTEM RESET delq.http_proxy;
+	 ALTER SYSTEM SET delq.denied_networks = '10.0.0.0/8, 127.0.0.0/8';
+	 SELECT pg_reload_conf();");
+sleep 1;
+my $before = $sink->count('good');
+$node->safe_psql('postgres',
+	"SELECT delq.submit('denied\@example.com', 'shop', attributes => '{\"kind\": \"good\"}')");
+ok( poll_until(
+		$node,
+		"SELECT d.state || ': ' || d.last_error FROM delq.delivery d JOIN delq.pending p ON p.id = d.request_id
+		  WHERE p.subject = 'denied\@example.com'",
+		'failed: address 127.0.0.1 is in a denied network (delq.denied_networks)', 30),
+	'a destination whose address is in delq.denied_networks is refused before connecting');
+is($sink->count('good'), $before, 'and receives nothing');
 
 done_testing();
