@@ -69,7 +69,8 @@ RETURN CASE WHEN t.secret IS NOT NULL AND t.previous_secret IS NOT NULL
 -- method is NULL for a webhook (the signed Standard Webhooks POST); for a
 -- templated destination it is the method of the step's request, which
 -- _step_request (72_steps.sql) renders into url, headers and body, or
--- into render_error when it cannot.
+-- into render_error when it cannot.  The C code reads the result columns
+-- by name (src/store.c, claim_columns): a renamed column fails at once.
 CREATE OR REPLACE FUNCTION delq._claim(max_rows integer)
 RETURNS TABLE (delivery_id bigint, request_id uuid, destination text, webhook_id text,
                url text, headers text[], secret text, timeout_ms integer,
