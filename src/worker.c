@@ -76,6 +76,10 @@
 /* A wait at least this long with nothing in flight counts as idle. */
 #define DELQ_IDLE_STATS_MS		1000
 
+/* at start: open requests whose deliveries a restore lost (84_consistency.sql) */
+static DelqStatement lost_stmt =
+{"SELECT delq._requests_without_deliveries()", 0, {InvalidOid}};
+
 PGDLLEXPORT void delq_launcher_main(Datum arg);
 PGDLLEXPORT void delq_worker_main(Datum arg);
 
@@ -552,11 +556,19 @@ delq_worker_main(Datum arg)
 	begin_step("delq: requeueing deliveries of a previous worker");
 	{
 		int			requeued = delq_store_requeue_stale(true);
+		int			lost = delq_store_run_int(&lost_stmt, (Datum) 0);
 
 		if (requeued > 0)
 			ereport(LOG,
 					(errmsg("delq worker requeued %d deliveries left in flight by a previous worker",
 							requeued)));
+		/* a restore that lost rows must not go unnoticed (docs/operations.md) */
+		if (lost > 0)
+			ereport(WARNING,
+					(errmsg("delq: %d open requests in database \"%s\" have lost their deliveries",
+							lost, delq_database),
+					 errdetail("The ledger shows they were planned, but delq.delivery has no row for them: an incomplete restore?"),
+					 errhint("Run SELECT * FROM delq.check_consistency(); and restore as docs/operations.md, \"Backups and restores\", says.")));
 	}
 	end_step();
 

@@ -71,5 +71,19 @@ AS $$
     ORDER BY 1, 2, 3;
 $$;
 
+-- The worker's cheap probe at start (src/worker.c): open requests whose
+-- deliveries the ledger saw planned but that have none left, which is what
+-- a restore that lost delq.delivery leaves.  Index probes per open request.
+CREATE OR REPLACE FUNCTION delq._requests_without_deliveries()
+RETURNS integer
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT count(*)::integer FROM delq.pending p
+     WHERE p.status IN ('forwarding', 'failed')
+       AND NOT EXISTS (SELECT FROM delq.delivery d WHERE d.request_id = p.id)
+       AND EXISTS (SELECT FROM delq.event e WHERE e.request_id = p.id AND e.kind = 'queued');
+$$;
+
 REVOKE ALL ON FUNCTION delq.check_consistency() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION delq.check_consistency() TO delq_operator;

@@ -4,8 +4,9 @@
 #     restores"):
 #     - pg_dump -Fd, then pg_restore -j 2: delq.delivery references
 #       delq.pending, and a parallel restore loads it first and loses it;
-#       pg_restore exits non-zero, and delq.check_consistency() names every
-#       delivery the ledger knows was planned but the table lacks;
+#       pg_restore exits non-zero, delq.check_consistency() names every
+#       delivery the ledger knows was planned but the table lacks, and a
+#       worker started in that database logs a WARNING;
 #     - the documented procedure (delq's data in one job, the rest in
 #       parallel) restores everything: check_consistency() is empty, the
 #       ledger verifies;
@@ -77,6 +78,13 @@ command_ok([ 'pg_dump', @conn, '-Fd', '-f', $dump, 'postgres' ], 'pg_dump -Fd');
 			"check_consistency() names each of the $missing missing deliveries");
 		is(sql('par', "SELECT count(*) FROM delq.check_consistency() WHERE problem = 'delivery missing'
 		                  AND destination = 'later'"), '30', 'including the 30 to the paused destination');
+		# a worker that starts in the incomplete copy says so
+		my $offset = -s $node->logfile;
+		$node->append_conf('postgresql.conf', "delq.database = 'par'\n");
+		$node->restart;
+		ok(poll_until($node, 'SELECT delq.worker_running()', 't', 30, 'par'), 'a worker started in the copy');
+		ok($node->log_contains(qr/WARNING:  delq: 30 open requests in database "par" have lost their deliveries/,
+				$offset), 'and warned that 30 open requests lost their deliveries');
 	}
 	else
 	{

@@ -17,6 +17,8 @@
 #         db=empty        a database with only the extension (the block
 #                         creates its own destinations); db=bare: not even
 #                         that (the block runs CREATE EXTENSION);
+#         roles=a+b       login roles the block takes as existing, created
+#                         in its transaction first;
 #         no-transaction  not wrapped in BEGIN ... ROLLBACK (CALL
 #                         dispatch_pass, ALTER SYSTEM, ...);
 #         skip: <reason>  not run; the reason says why and where it is
@@ -110,8 +112,9 @@ for my $file (@files)
 		my $template = { empty => 'doc_empty', bare => 'doc_bare' }->{ $opt{db} // '' } // 'doc_fixture';
 		my $db = 'doc_example_' . ++$copy;
 		sql('postgres', "CREATE DATABASE $db TEMPLATE $template");
+		my $roles = join '', map { "CREATE ROLE $_ LOGIN;\n" } split /\+/, $opt{roles} // '';
 		my $script = "\\set ON_ERROR_STOP 1\n\\set VERBOSITY verbose\n"
-		  . ($opt{'no-transaction'} ? $sql : "BEGIN;\n$sql\nROLLBACK;\n");
+		  . ($opt{'no-transaction'} ? $sql : "BEGIN;\n$roles$sql\nROLLBACK;\n");
 		my ($ret, $out, $err) = $node->psql($db, $script);
 		ok($ret == 0, "$name:$at runs")
 		  or diag("$name:$at failed:\n$sql\n--- psql said:\n$err");
