@@ -16,7 +16,6 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 
-#include "ingress.h"
 #include "settings.h"
 #include "wake.h"
 #include "worker.h"
@@ -63,10 +62,8 @@ _PG_init(void)
 	shmem_request_hook = delq_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = delq_shmem_startup;
+	/* its launcher starts the HTTP worker too, with delq.http_listen set */
 	delq_worker_register();
-	/* the HTTP server exists only when asked for (docs/http-api.md) */
-	if (delq_http_listen[0] != '\0')
-		delq_ingress_register();
 }
 
 PG_FUNCTION_INFO_V1(delq_load);

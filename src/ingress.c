@@ -3,10 +3,11 @@
  * ingress.c
  *	  The HTTP server worker: GNU libmicrohttpd in its external event loop.
  *
- * Registered only when delq.http_listen is set.  The worker connects to
- * delq.database, waits for CREATE EXTENSION delq (or ALTER EXTENSION
- * UPDATE to the library's version), and serves HTTP(S) from
- * one thread, its own: libmicrohttpd runs without threads of its own (no
+ * Started by delq's launcher (src/worker.c) only when delq.http_listen is
+ * set, once delq.database exists, as the forwarding worker is.  The worker
+ * connects to delq.database, waits quietly for CREATE EXTENSION delq (or
+ * ALTER EXTENSION UPDATE to the library's version, delq_wait_for_schema),
+ * and serves HTTP(S) from one thread, its own: libmicrohttpd runs without threads of its own (no
  * MHD_USE_INTERNAL_POLLING_THREAD), its sockets are waited on through a
  * WaitEventSet together with the latch and postmaster death, and
  * MHD_run_from_select() then calls the routes of src/api.c, which run
@@ -50,9 +51,8 @@
 
 #include "ingress.h"
 #include "settings.h"
-#include "version.h"
+#include "worker.h"
 
-#define DELQ_HTTP_LOOK_INTERVAL_MS	2000
 /* Headers of one request, at most (libmicrohttpd answers 431 beyond). */
 #define DELQ_HTTP_HEADER_MEMORY		(32 * 1024)
 
@@ -69,22 +69,6 @@ typedef struct DelqConn
 
 static dlist_head conns = DLIST_STATIC_INIT(conns);
 static int	nconns = 0;
-
-void
-delq_ingress_register(void)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 10;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "delq");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "delq_ingress_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "delq http");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "delq http");
-	RegisterBackgroundWorker(&worker);
-}
 
 const char *
 delq_http_header(DelqHttpCall *call, const char *name)
@@ -561,20 +545,6 @@ serve_once(struct MHD_Daemon *d, MemoryContext loop_cxt)
 	MemoryContextReset(loop_cxt);
 }
 
-/* Whether delq is created in this database at the library's version. */
-static bool
-schema_current(void)
-{
-	char	   *version;
-	bool		current;
-
-	StartTransactionCommand();
-	version = delq_extension_version();
-	current = version != NULL && strcmp(version, DELQ_VERSION) == 0;
-	CommitTransactionCommand();
-	return current;
-}
-
 /*
  * Session settings of the server: nothing found through the search path,
  * a statement or lock wait cannot hold the only thread long, and a
@@ -600,6 +570,7 @@ delq_ingress_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
+	delq_worker_take_slot(DELQ_WORKER_HTTP);
 
 	BackgroundWorkerInitializeConnection(delq_database,
 										 delq_worker_role[0] ? delq_worker_role : NULL,
@@ -607,13 +578,7 @@ delq_ingress_main(Datum arg)
 	pgstat_report_appname("delq http");
 	session_settings();
 
-	while (!schema_current())
-	{
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 DELQ_HTTP_LOOK_INTERVAL_MS, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
+	delq_wait_for_schema("delq http", "serving");
 
 	delq_api_start();
 	d = start_daemon();

@@ -38,7 +38,6 @@ typedef struct DelqHttpCall
 } DelqHttpCall;
 
 /* src/ingress.c */
-extern void delq_ingress_register(void);
 extern const char *delq_http_header(DelqHttpCall *call, const char *name);
 extern const char *delq_http_arg(DelqHttpCall *call, const char *name);
 extern void delq_http_add_header(DelqHttpCall *call, const char *name, const char *value);

@@ -6,7 +6,8 @@
  *
  * The launcher is registered at preload, connects to no database and
  * polls quietly until delq.database exists; then it starts the forwarding
- * worker as a dynamic background worker and restarts it if it stops.  This
+ * worker, and the HTTP worker when delq.http_listen is set (src/ingress.c),
+ * as dynamic background workers and restarts each if it stops.  This
  * keeps a missing database (e.g. the regression database, created after
  * start-up) from producing a FATAL error every few seconds.
  *
@@ -83,24 +84,35 @@ static DelqStatement lost_stmt =
 PGDLLEXPORT void delq_launcher_main(Datum arg);
 PGDLLEXPORT void delq_worker_main(Datum arg);
 
+/* The workers the launcher keeps running, one of each (DelqWorkerKind). */
+static const struct
+{
+	const char *function;
+	const char *name;
+}			worker_kinds[DELQ_WORKER_KINDS] =
+{
+	[DELQ_WORKER_FORWARDING] = {"delq_worker_main", "delq worker"},
+	[DELQ_WORKER_HTTP] = {"delq_ingress_main", "delq http"},
+};
+
 /*
- * The one worker slot: the worker takes it at start (false: another worker
- * holds it) and frees it at exit; the launcher starts no worker while it is
- * taken, so a restarted launcher does not start a second worker beside the
- * one its predecessor started.
+ * A slot per kind: a worker takes its kind's slot at start (false: another
+ * worker holds it) and frees it at exit; the launcher starts no worker
+ * while its slot is taken, so a restarted launcher does not start a second
+ * worker beside the one its predecessor started.
  */
-typedef struct DelqWorkerSlot
+typedef struct DelqWorkerSlots
 {
 	slock_t		mutex;
-	pid_t		pid;			/* the worker holding the slot, or 0 */
-} DelqWorkerSlot;
+	pid_t		pid[DELQ_WORKER_KINDS]; /* the worker holding it, or 0 */
+} DelqWorkerSlots;
 
-static DelqWorkerSlot *worker_slot = NULL;
+static DelqWorkerSlots *worker_slots = NULL;
 
 Size
 delq_worker_shmem_size(void)
 {
-	return MAXALIGN(sizeof(DelqWorkerSlot));
+	return MAXALIGN(sizeof(DelqWorkerSlots));
 }
 
 /* Called with AddinShmemInitLock held (src/delq.c). */
@@ -109,51 +121,62 @@ delq_worker_shmem_startup(void)
 {
 	bool		found;
 
-	worker_slot = ShmemInitStruct("delq worker slot", sizeof(DelqWorkerSlot),
-								  &found);
+	worker_slots = ShmemInitStruct("delq worker slots", sizeof(DelqWorkerSlots),
+								   &found);
 	if (!found)
 	{
-		SpinLockInit(&worker_slot->mutex);
-		worker_slot->pid = 0;
+		SpinLockInit(&worker_slots->mutex);
+		memset(worker_slots->pid, 0, sizeof(worker_slots->pid));
 	}
 }
 
 static void
 release_worker_slot(int code, Datum arg)
 {
-	SpinLockAcquire(&worker_slot->mutex);
-	if (worker_slot->pid == MyProcPid)
-		worker_slot->pid = 0;
-	SpinLockRelease(&worker_slot->mutex);
+	DelqWorkerKind kind = DatumGetInt32(arg);
+
+	SpinLockAcquire(&worker_slots->mutex);
+	if (worker_slots->pid[kind] == MyProcPid)
+		worker_slots->pid[kind] = 0;
+	SpinLockRelease(&worker_slots->mutex);
 }
 
-static bool
-take_worker_slot(void)
+/*
+ * Take the slot of kind for this process, or log that another worker of
+ * that kind runs and exit without being restarted.
+ */
+void
+delq_worker_take_slot(DelqWorkerKind kind)
 {
 	bool		taken;
 
-	if (worker_slot == NULL)
-		return true;
-	SpinLockAcquire(&worker_slot->mutex);
-	taken = (worker_slot->pid == 0);
+	if (worker_slots == NULL)
+		return;
+	SpinLockAcquire(&worker_slots->mutex);
+	taken = (worker_slots->pid[kind] == 0);
 	if (taken)
-		worker_slot->pid = MyProcPid;
-	SpinLockRelease(&worker_slot->mutex);
-	if (taken)
-		on_shmem_exit(release_worker_slot, (Datum) 0);
-	return taken;
+		worker_slots->pid[kind] = MyProcPid;
+	SpinLockRelease(&worker_slots->mutex);
+	if (!taken)
+	{
+		ereport(LOG,
+				(errmsg("%s not started: another %s is running",
+						worker_kinds[kind].name, worker_kinds[kind].name)));
+		proc_exit(0);
+	}
+	on_shmem_exit(release_worker_slot, Int32GetDatum(kind));
 }
 
 static bool
-worker_slot_taken(void)
+worker_slot_taken(DelqWorkerKind kind)
 {
 	pid_t		pid;
 
-	if (worker_slot == NULL)
+	if (worker_slots == NULL)
 		return false;
-	SpinLockAcquire(&worker_slot->mutex);
-	pid = worker_slot->pid;
-	SpinLockRelease(&worker_slot->mutex);
+	SpinLockAcquire(&worker_slots->mutex);
+	pid = worker_slots->pid[kind];
+	SpinLockRelease(&worker_slots->mutex);
 	return pid != 0;
 }
 
@@ -171,6 +194,17 @@ delq_worker_register(void)
 	snprintf(worker.bgw_name, BGW_MAXLEN, "delq launcher");
 	snprintf(worker.bgw_type, BGW_MAXLEN, "delq launcher");
 	RegisterBackgroundWorker(&worker);
+}
+
+/* Milliseconds from now until t, at least 0. */
+static long
+ms_until(TimestampTz t)
+{
+	long		secs;
+	int			usecs;
+
+	TimestampDifference(GetCurrentTimestamp(), t, &secs, &usecs);
+	return secs * 1000 + usecs / 1000;
 }
 
 /* Sleep on the latch; reload the configuration if asked to. */
@@ -220,7 +254,7 @@ database_exists(const char *name)
 }
 
 static BackgroundWorkerHandle *
-start_worker(void)
+start_worker(DelqWorkerKind kind)
 {
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
@@ -230,61 +264,102 @@ start_worker(void)
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "delq");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "delq_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "delq worker");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "delq worker");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", worker_kinds[kind].function);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "%s", worker_kinds[kind].name);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", worker_kinds[kind].name);
 	worker.bgw_notify_pid = MyProcPid;
 
 	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
 	{
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("delq could not start its worker"),
+				 errmsg("delq could not start its %s", worker_kinds[kind].name),
 				 errhint("Raise max_worker_processes.")));
 		return NULL;
 	}
 	return handle;
 }
 
+/* What the launcher knows of one kind of worker. */
+typedef struct DelqKept
+{
+	BackgroundWorkerHandle *handle; /* NULL: not running */
+	TimestampTz started;
+	TimestampTz not_before;		/* no restart before this */
+	long		delay;			/* the pause after the next stop */
+} DelqKept;
+
 /*
- * The launcher: wait for delq.database, keep one worker running in it.
+ * Keep one worker of a kind running: note that it stopped (and pause
+ * before restarting it, doubling the pause while workers stop soon after
+ * they start), start it when the pause is over and the database exists.
+ * *database is looked up at most once a turn (-1: not yet).  Lowers
+ * *timeout (-1: none) to when this kind wants a look again.
+ */
+static void
+keep_running(DelqKept *k, DelqWorkerKind kind, int *database, long *timeout)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		wait;
+	pid_t		pid;
+
+	if (k->handle != NULL &&
+		GetBackgroundWorkerPid(k->handle, &pid) == BGWH_STOPPED)
+	{
+		pfree(k->handle);
+		k->handle = NULL;
+		if (TimestampDifferenceExceeds(k->started, now, DELQ_STABLE_RUN_MS))
+			k->delay = DELQ_RESTART_DELAY_MS;
+		k->not_before = TimestampTzPlusMilliseconds(now, k->delay);
+		k->delay = Min(k->delay * 2, DELQ_RESTART_DELAY_MAX_MS);
+	}
+	if (k->handle != NULL)
+		return;					/* bgw_notify_pid sets our latch at its stop */
+
+	wait = DELQ_LOOK_INTERVAL_MS;
+	if (now < k->not_before)
+		wait = Max(ms_until(k->not_before), 1);
+	/* a worker started by a previous launcher may still run */
+	else if (!worker_slot_taken(kind))
+	{
+		if (*database < 0)
+			*database = database_exists(delq_database);
+		if (*database)
+		{
+			k->handle = start_worker(kind);
+			k->started = now;
+			if (k->handle != NULL)
+				return;
+		}
+	}
+	*timeout = (*timeout < 0) ? wait : Min(*timeout, wait);
+}
+
+/*
+ * The launcher: wait for delq.database, keep one worker of each kind
+ * wanted running in it (the HTTP worker only with delq.http_listen set, a
+ * postmaster setting).
  */
 void
 delq_launcher_main(Datum arg)
 {
-	BackgroundWorkerHandle *handle = NULL;
-	TimestampTz started = 0;
-	long		delay = DELQ_RESTART_DELAY_MS;
+	DelqKept	kept[DELQ_WORKER_KINDS];
+	int			nkinds = (delq_http_listen[0] != '\0') ? DELQ_WORKER_KINDS : 1;
 
 	setup_signals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	memset(kept, 0, sizeof(kept));
+	for (int i = 0; i < DELQ_WORKER_KINDS; i++)
+		kept[i].delay = DELQ_RESTART_DELAY_MS;
 
 	for (;;)
 	{
-		pid_t		pid;
+		int			database = -1;
+		long		timeout = -1;
 
-		if (handle != NULL &&
-			GetBackgroundWorkerPid(handle, &pid) == BGWH_STOPPED)
-		{
-			pfree(handle);
-			handle = NULL;
-			if (TimestampDifferenceExceeds(started, GetCurrentTimestamp(),
-										   DELQ_STABLE_RUN_MS))
-				delay = DELQ_RESTART_DELAY_MS;
-			wait_a_while(delay);
-			delay = Min(delay * 2, DELQ_RESTART_DELAY_MAX_MS);
-			continue;
-		}
-		/* a worker started by a previous launcher may still run */
-		if (handle == NULL && !worker_slot_taken() &&
-			database_exists(delq_database))
-		{
-			handle = start_worker();
-			started = GetCurrentTimestamp();
-		}
-
-		/* bgw_notify_pid sets our latch when the worker stops */
-		wait_a_while(handle ? -1 : DELQ_LOOK_INTERVAL_MS);
+		for (int i = 0; i < nkinds; i++)
+			keep_running(&kept[i], (DelqWorkerKind) i, &database, &timeout);
+		wait_a_while(timeout);
 	}
 }
 
@@ -319,11 +394,12 @@ end_step(void)
  * Wait, quietly, for CREATE EXTENSION delq, and until the extension is at
  * this library's version: after a new package and a restart, a database
  * still at the previous version waits for ALTER EXTENSION delq UPDATE,
- * saying so once, and forwarding then resumes without a restart
- * (docs/upgrading.md).  Requests submitted meanwhile queue up.
+ * saying so once, and forwarding (or serving) then resumes without a
+ * restart (docs/upgrading.md).  Requests submitted meanwhile queue up.
+ * who names the worker in the log; what it does, in the hint.
  */
-static void
-wait_for_schema(void)
+void
+delq_wait_for_schema(const char *who, const char *what)
 {
 	bool		said = false;
 
@@ -338,10 +414,10 @@ wait_for_schema(void)
 		if (version != NULL && !ready && !said)
 		{
 			ereport(LOG,
-					(errmsg("delq worker waiting: extension \"delq\" in database \"%s\" is at version %s, this library needs %s",
-							delq_database, version, DELQ_VERSION),
-					 errhint("Run ALTER EXTENSION delq UPDATE in database \"%s\"; forwarding resumes by itself.",
-							 delq_database)));
+					(errmsg("%s waiting: extension \"delq\" in database \"%s\" is at version %s, this library needs %s",
+							who, delq_database, version, DELQ_VERSION),
+					 errhint("Run ALTER EXTENSION delq UPDATE in database \"%s\"; %s resumes by itself.",
+							 delq_database, what)));
 			said = true;
 		}
 		CommitTransactionCommand();
@@ -351,25 +427,14 @@ wait_for_schema(void)
 	}
 	if (said)
 		ereport(LOG,
-				(errmsg("delq worker: extension \"delq\" in database \"%s\" is now at version %s",
-						delq_database, DELQ_VERSION)));
+				(errmsg("%s: extension \"delq\" in database \"%s\" is now at version %s",
+						who, delq_database, DELQ_VERSION)));
 }
 
 static void
 withdraw_latch(int code, Datum arg)
 {
 	delq_wake_set_worker_latch(NULL);
-}
-
-/* Milliseconds from now until t, at least 0. */
-static long
-ms_until(TimestampTz t)
-{
-	long		secs;
-	int			usecs;
-
-	TimestampDifference(GetCurrentTimestamp(), t, &secs, &usecs);
-	return secs * 1000 + usecs / 1000;
 }
 
 /*
@@ -527,12 +592,7 @@ delq_worker_main(Datum arg)
 	DelqForwarder *fw;
 
 	setup_signals();
-	if (!take_worker_slot())
-	{
-		ereport(LOG,
-				(errmsg("delq worker not started: another delq worker is running")));
-		proc_exit(0);
-	}
+	delq_worker_take_slot(DELQ_WORKER_FORWARDING);
 
 	BackgroundWorkerInitializeConnection(delq_database,
 										 delq_worker_role[0] ? delq_worker_role : NULL,
@@ -551,7 +611,7 @@ delq_worker_main(Datum arg)
 	 */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
 
-	wait_for_schema();
+	delq_wait_for_schema("delq worker", "forwarding");
 
 	begin_step("delq: requeueing deliveries of a previous worker");
 	{

@@ -6,7 +6,10 @@
 #     reloads delq.max_attempts and delq.retry_max on SIGHUP (ALTER SYSTEM +
 #     pg_reload_conf), stays one worker when its launcher alone is
 #     terminated and restarted, and exits promptly on SIGTERM (pg_ctl stop
-#     -m fast) even with a transfer hanging.
+#     -m fast) even with a transfer hanging.  The HTTP worker
+#     (delq.http_listen, docs/http-api.md) is started by the same launcher:
+#     it waits as quietly for the database and the extension, then serves,
+#     and a restarted launcher starts no second one beside it.
 
 use strict;
 use warnings;
@@ -36,12 +39,21 @@ sub activity
 		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = '$what'");
 }
 
+# The HTTP status of GET /v1/healthz, 0 when nothing answers.
+my $http_port = PostgreSQL::Test::Cluster::get_free_port();
+sub healthz
+{
+	my $code = `curl -s -o /dev/null -w '%{http_code}' --max-time 2 http://127.0.0.1:$http_port/v1/healthz`;
+	return ($code // 0) + 0;
+}
+
 # delq.database names a database that does not exist yet.  delq_node sets
 # log_min_messages = 'log', which in the server log ranks above ERROR and
 # WARNING and so hides them: 'warning' shows both, and LOG lines too.
 my $node = delq_node('life',
 	extension => 0,
 	conf => "delq.database = 'appdb'\n"
+	  . "delq.http_listen = '127.0.0.1:$http_port'\n"
 	  . "log_min_messages = 'warning'\n"
 	  . "delq.breaker_threshold = 100000\n");
 my $sink = start_sink();
@@ -59,6 +71,10 @@ sleep $QUIET_S;
 is(activity($node, 'delq worker'), '0', 'no worker while delq.database does not exist');
 is(trouble_since($node, $offset), '',
 	"no FATAL/ERROR/WARNING in the log over ${QUIET_S}s without the database");
+is(activity($node, 'delq http'), '0', 'no HTTP worker while delq.database does not exist');
+# from the start: a worker registered at preload would have failed at once
+is(join('', grep { !/division by zero/ } split /^/, trouble_since($node, 0)), '',
+	'no FATAL/ERROR/WARNING since start-up either (the HTTP worker waits too)');
 
 # --- waiting for the extension ----------------------------------------------
 $offset = -s $node->logfile;
@@ -81,6 +97,8 @@ is( $node->safe_psql('postgres',
 		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'delq worker'"),
 	$wpid, 'the same worker waits (no restarts)');
 ok(!$node->log_contains(qr/delq worker started/, $offset), 'not started yet');
+is(activity($node, 'delq http'), '1', 'the HTTP worker waits in appdb too');
+is(healthz(), 0, '... and serves nothing before CREATE EXTENSION');
 
 # --- the extension appears: forwarding --------------------------------------
 $node->safe_psql('appdb', 'CREATE EXTENSION delq');
@@ -94,6 +112,13 @@ ok( poll_until(
 	'after CREATE EXTENSION the worker forwards a request');
 ok($node->log_contains(qr/delq worker started in database "appdb"/, $offset),
 	'log: worker started in appdb');
+my $served = 0;
+for (1 .. 150)
+{
+	if (healthz() == 200) { $served = 1; last }
+	usleep(100_000);
+}
+ok($served, 'after CREATE EXTENSION the HTTP worker serves GET /v1/healthz');
 is($node->safe_psql('appdb', 'SELECT delq.worker_running()'), 't', 'delq.worker_running()');
 my @got = $sink->requests('crm');
 is(scalar @got, 1, 'the sink got one request');
@@ -187,6 +212,9 @@ my $launcher = $node->safe_psql('postgres',
 	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'delq launcher'");
 $wpid = $node->safe_psql('postgres',
 	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'delq worker'");
+my $hpid = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'delq http'");
+$offset = -s $node->logfile;
 $node->safe_psql('postgres', "SELECT pg_terminate_backend($launcher)");
 ok( poll_until(
 		$node,
@@ -199,6 +227,13 @@ is( $node->safe_psql('postgres',
 		"SELECT string_agg(pid::text, ',') FROM pg_stat_activity
 		  WHERE backend_type = 'delq worker'"),
 	$wpid, 'the restarted launcher starts no second worker beside the running one');
+is( $node->safe_psql('postgres',
+		"SELECT string_agg(pid::text, ',') FROM pg_stat_activity
+		  WHERE backend_type = 'delq http'"),
+	$hpid, '... nor a second HTTP worker');
+is(join('', grep { !/"delq launcher" due to administrator command/ } split /^/,
+			trouble_since($node, $offset)),
+	'', '... and nothing in the log complains');
 $node->safe_psql('postgres',
 	"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'delq worker'");
 ok( poll_until(
