@@ -12,6 +12,8 @@
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS plpgsql_check;
 RESET client_min_messages;
+-- the delq.* settings the functions read exist once the library is loaded
+LOAD 'delq';
 
 -- Warnings kept on purpose: (function, sqlstate, why).  None today.
 CREATE TEMP TABLE justified (fn regprocedure, sqlstate text, why text NOT NULL);

@@ -116,6 +116,12 @@ struct DelqHttp
 
 static bool curl_ready = false;
 
+/* curl derives these from the request; build_headers writes "Expect:" */
+const char *const delq_http_reserved_headers[] = {
+	"host", "content-length", "transfer-encoding", "connection", "expect",
+	NULL
+};
+
 /*
  * A transport error may go away by itself, except those that only a change
  * of configuration can cure (bad URL or scheme, unreadable local TLS
@@ -875,10 +881,10 @@ open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
 	if (conn->req != NULL && address_denied(conn->req, &address->addr))
 	{
 		const struct sockaddr *sa = &address->addr;
-		const void *a = sa->sa_family == AF_INET ?
-			(const void *) &((const struct sockaddr_in *) sa)->sin_addr :
-			(const void *) &((const struct sockaddr_in6 *) sa)->sin6_addr;
+		const void *a = &((const struct sockaddr_in6 *) sa)->sin6_addr;
 
+		if (sa->sa_family == AF_INET)
+			a = &((const struct sockaddr_in *) sa)->sin_addr;
 		if (inet_ntop(sa->sa_family, a, conn->denied, sizeof(conn->denied)) == NULL)
 			strlcpy(conn->denied, "?", sizeof(conn->denied));
 		return CURL_SOCKET_BAD;

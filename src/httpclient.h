@@ -94,9 +94,9 @@ struct DelqHttpRequest
 								 * http_proxy etc. are ignored) */
 	const char *refuse;			/* NULL, or why not to send: the request then
 								 * ends DELQ_HTTP_REFUSED with it */
-	const DelqNetwork *denied;	/* addresses never connected to (checked
-								 * after name resolution, before the socket
-								 * is made): DELQ_HTTP_REFUSED */
+	const DelqNetwork *denied;	/* addresses never connected to (checked after
+								 * name resolution, before the socket is
+								 * made): DELQ_HTTP_REFUSED */
 	int			ndenied;
 	size_t		max_response;	/* 0: DELQ_HTTP_RESPONSE_MAX */
 	char	   *response;		/* room for the body's first bytes, or NULL */
@@ -116,6 +116,13 @@ struct DelqHttpRequest
 };
 
 typedef struct DelqHttp DelqHttp;
+
+/*
+ * Header names (lower case, NULL-terminated) that the client or curl write
+ * for every request, so that a caller's own would clash: Host,
+ * Content-Length, Transfer-Encoding, Connection, Expect.
+ */
+extern const char *const delq_http_reserved_headers[];
 
 typedef void (*DelqHttpDone) (DelqHttpRequest *req, void *arg);
 

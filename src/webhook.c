@@ -102,28 +102,37 @@ delq_webhook_header(DelqHttpRequest *req, const char *name, size_t namelen,
 }
 
 /*
- * The headers a destination may not set: those webhook_prepare writes,
- * those the HTTP client writes (User-Agent, Expect: src/httpclient.c) and
- * those curl derives from the request.  delq._check_headers
- * (src/sql/30_validate.sql) refuses them through delq._reserved_headers().
+ * The headers a webhook destination may not set besides the HTTP client's
+ * own (delq_http_reserved_headers): those webhook_prepare writes, and the
+ * User-Agent the client sends.
  */
-static const char *const reserved_headers[] = {
+static const char *const webhook_headers[] = {
 	"content-type", "webhook-id", "webhook-timestamp", "webhook-signature",
-	"idempotency-key", "user-agent", "expect", "host", "content-length",
-	"transfer-encoding", "connection"
+	"idempotency-key", "user-agent", NULL
 };
 
 PG_FUNCTION_INFO_V1(delq_reserved_headers);
 
-/* delq._reserved_headers(): reserved_headers, lower case, as text[]. */
+/*
+ * delq._reserved_headers(webhook): the header names, lower case, that a
+ * destination may not set, for a webhook or (false) a templated request:
+ * delq._check_header_name (src/sql/30_validate.sql) refuses them.  Not
+ * STRICT (see delq._secret_valid): NULL for NULL.
+ */
 Datum
 delq_reserved_headers(PG_FUNCTION_ARGS)
 {
-	Datum		names[lengthof(reserved_headers)];
+	Datum		names[16];
+	int			n = 0;
 
-	for (int i = 0; i < lengthof(reserved_headers); i++)
-		names[i] = CStringGetTextDatum(reserved_headers[i]);
-	PG_RETURN_ARRAYTYPE_P(construct_array(names, lengthof(names), TEXTOID,
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	for (int i = 0; delq_http_reserved_headers[i] != NULL; i++)
+		names[n++] = CStringGetTextDatum(delq_http_reserved_headers[i]);
+	for (int i = 0; PG_GETARG_BOOL(0) && webhook_headers[i] != NULL; i++)
+		names[n++] = CStringGetTextDatum(webhook_headers[i]);
+	Assert(n <= lengthof(names));
+	PG_RETURN_ARRAYTYPE_P(construct_array(names, n, TEXTOID,
 										  -1, false, TYPALIGN_INT));
 }
 

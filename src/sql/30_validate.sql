@@ -181,14 +181,36 @@ BEGIN
 END
 $$;
 
--- The header names delq sets itself, lower case: src/webhook.c holds them.
-CREATE OR REPLACE FUNCTION delq._reserved_headers()
+-- The header names delq sets itself, lower case, for a webhook or (false)
+-- a templated request: src/httpclient.c and src/webhook.c hold them.
+CREATE OR REPLACE FUNCTION delq._reserved_headers(webhook boolean)
 RETURNS text[]
-LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'delq_reserved_headers';
 
+-- A header name a destination gives (arg names the argument): a token of 1
+-- to 100 characters that delq does not set itself (_reserved_headers).
+-- For webhooks (_check_headers) and templated requests (55_templates.sql).
+CREATE OR REPLACE FUNCTION delq._check_header_name(arg text, name text, webhook boolean)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF name !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]{1,100}$' THEN
+        PERFORM delq._invalid(arg, format('has an invalid header name %s', quote_literal(left(name, 100))),
+                              'Header names are 1 to 100 token characters (letters, digits, "-", ...).');
+    END IF;
+    IF lower(name) = ANY (delq._reserved_headers(webhook)) THEN
+        PERFORM delq._invalid(arg, format('may not set %s', name),
+                              format('delq sets these headers itself: %s.',
+                                     array_to_string(delq._reserved_headers(webhook), ', ')));
+    END IF;
+END
+$$;
+
 -- Extra HTTP headers: an object of "Name": "value" strings.  The headers
--- delq sets itself (_reserved_headers) cannot be overridden.
+-- delq sets itself cannot be overridden (_check_header_name).
 CREATE OR REPLACE FUNCTION delq._check_headers(val jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
@@ -200,14 +222,7 @@ DECLARE
 BEGIN
     PERFORM delq._check_object('headers', val, 16384);
     FOR k, v IN SELECT * FROM jsonb_each(val) LOOP
-        IF k !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]{1,100}$' THEN
-            PERFORM delq._invalid('headers', format('has an invalid header name %s', quote_literal(left(k, 100))),
-                                  'Header names are 1 to 100 token characters (letters, digits, "-", ...).');
-        END IF;
-        IF lower(k) = ANY (delq._reserved_headers()) THEN
-            PERFORM delq._invalid('headers', format('may not set %s', k),
-                                  'delq sets Content-Type, User-Agent, Idempotency-Key and the webhook-* headers itself.');
-        END IF;
+        PERFORM delq._check_header_name('headers', k, true);
         IF jsonb_typeof(v) <> 'string' OR length(v #>> '{}') > 4096 OR (v #>> '{}') ~ '[[:cntrl:]]' THEN
             PERFORM delq._invalid('headers', format('has an invalid value for %s', k),
                                   'Header values are strings of at most 4096 characters without control characters.');

@@ -129,14 +129,7 @@ BEGIN
             PERFORM delq._invalid(at || '.' || k, 'must be a string', 'Values here are strings (placeholders allowed).');
         END IF;
         IF header_names THEN
-            IF k !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]{1,100}$' THEN
-                PERFORM delq._invalid(at, format('has an invalid header name %s', quote_literal(left(k, 100))),
-                                      'Header names are 1 to 100 token characters (letters, digits, "-", ...).');
-            END IF;
-            IF lower(k) IN ('content-length', 'host', 'transfer-encoding', 'connection', 'expect') THEN
-                PERFORM delq._invalid(at, format('may not set %s', k),
-                                      'delq sets Content-Length, Host, Transfer-Encoding, Connection and Expect itself.');
-            END IF;
+            PERFORM delq._check_header_name(at, k, false);
             IF (v #>> '{}') ~ '[[:cntrl:]]' THEN
                 PERFORM delq._invalid(at || '.' || k, 'contains control characters',
                                       'Header values must not contain control characters.');
