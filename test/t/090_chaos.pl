@@ -88,19 +88,21 @@ my ($stop_file, $progress_file) = ("$dir/stop", "$dir/progress");
 # one transaction each, through psql, until $stop_file exists.  A batch that
 # did not answer (connection refused or lost, crash) is sent again as it was
 # until it answers; only then are its requests counted, in $progress_file
-# ("<requests> <failed tries> <gave up>").
+# ("<requests> <failed tries> <gave up>").  It ends with the test: a test
+# killed mid-way leaves no client behind.
 sub submitter
 {
+	my ($parent) = @_;
 	my $connstr = $node->connstr('postgres');
 	open(STDERR, '>>', "$dir/submitter.stderr");
 	$ENV{PGCONNECT_TIMEOUT} = 3;
 	my ($done, $failed) = (0, 0);
 	my $save = sub {
 		my ($gave_up) = @_;
-		open(my $fh, '>', "$progress_file.tmp") or die $!;
+		open(my $fh, '>', "$progress_file.tmp") or POSIX::_exit(3);
 		print $fh "$done $failed $gave_up\n";
 		close $fh;
-		rename("$progress_file.tmp", $progress_file) or die $!;
+		rename("$progress_file.tmp", $progress_file) or POSIX::_exit(3);
 	};
 	$save->(0);
 	until (-e $stop_file)
@@ -123,6 +125,7 @@ sub submitter
 			chomp $out;
 			last if $? == 0 && $out eq $BATCH;
 			$failed++;
+			POSIX::_exit(2) if getppid() != $parent;
 			if (time - $since > 120)
 			{
 				$save->(1);
@@ -132,6 +135,7 @@ sub submitter
 		}
 		$done = $last;
 		$save->(0);
+		POSIX::_exit(2) if getppid() != $parent;
 		usleep($PACE_MS * 1000);
 	}
 	POSIX::_exit(0);
@@ -266,8 +270,9 @@ for (my $t = $LONG ? 0.15 * $SECONDS + 10 : $step; $t + 2 * $step < $SECONDS; $t
 	last unless $LONG;
 }
 
+my $test_pid = $$;
 my $submitter = fork() // die "fork: $!";
-submitter() if $submitter == 0;
+submitter($test_pid) if $submitter == 0;
 
 my $t0 = time;
 for my $event (@schedule)
