@@ -182,8 +182,11 @@ SELECT state, attempts, last_error FROM delq.delivery WHERE request_id = :'r4';
 SELECT kind, detail FROM delq.event WHERE request_id = :'r4' AND kind = 'failed' ORDER BY id;
 SELECT destination, problem, detail FROM delq.needs_attention WHERE request_id = :'r4' ORDER BY 1;
 
--- The timeout: the call is cancelled (57014) and retried.
-SELECT delq.alter_destination('t43_sql', timeout => '200 milliseconds');
+-- The timeout: the call is cancelled (57014) and retried, an hour later
+-- at most (a retry that the full jitter made due at once would run again
+-- in the same pass).
+SELECT delq.alter_destination('t43_sql', timeout => '200 milliseconds',
+                              retry_base => '1 hour', retry_max => '1 hour');
 SELECT delq.submit('eve.t43@example.com', 't43', attributes => '{"mode": "slow"}') AS r5 \gset
 CALL delq.dispatch_pass();
 SELECT state, last_error FROM delq.delivery WHERE request_id = :'r5';
