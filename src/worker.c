@@ -90,6 +90,7 @@ static const struct
 	const char *function;
 	const char *name;
 }			worker_kinds[DELQ_WORKER_KINDS] =
+
 {
 	[DELQ_WORKER_FORWARDING] = {"delq_worker_main", "delq worker"},
 	[DELQ_WORKER_HTTP] = {"delq_ingress_main", "delq http"},
