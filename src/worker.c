@@ -85,13 +85,13 @@ PGDLLEXPORT void delq_launcher_main(Datum arg);
 PGDLLEXPORT void delq_worker_main(Datum arg);
 
 /* The workers the launcher keeps running, one of each (DelqWorkerKind). */
-static const struct
+typedef struct DelqWorkerKindInfo
 {
 	const char *function;
 	const char *name;
-}			worker_kinds[DELQ_WORKER_KINDS] =
+} DelqWorkerKindInfo;
 
-{
+static const DelqWorkerKindInfo worker_kinds[DELQ_WORKER_KINDS] = {
 	[DELQ_WORKER_FORWARDING] = {"delq_worker_main", "delq worker"},
 	[DELQ_WORKER_HTTP] = {"delq_ingress_main", "delq http"},
 };
