@@ -97,14 +97,15 @@ SELECT * FROM unqualified ORDER BY 1, 2, 3;
 -- 5. A function that takes a secret (a signing secret, headers, a token,
 --    credentials, settings that may hold them, a password, a client or API
 --    key: by its argument's name)
---    or a subject keeps its failing statement, which holds them, out of
+--    or a subject (also inside a request body or a JSON doc of one, as the
+--    HTTP API's) keeps its failing statement, which holds them, out of
 --    the server log.
 CREATE TEMP VIEW logs_statement AS
 SELECT d.fn AS logs_failing_statement, a.arg
   FROM definer d
   JOIN pg_proc p ON p.oid = d.oid
  CROSS JOIN LATERAL unnest(p.proargnames) a(arg)
- WHERE a.arg ~* '(^|_)(secrets?|headers?|tokens?|credentials?|password|passphrase|settings|subject)($|_)|_key$'
+ WHERE a.arg ~* '(^|_)(secrets?|headers?|tokens?|credentials?|password|passphrase|settings|subject|body|doc)($|_)|_key$'
    AND NOT coalesce('log_min_error_statement=panic' = ANY (d.proconfig), false);
 SELECT * FROM logs_statement ORDER BY 1, 2;
 

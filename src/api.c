@@ -112,6 +112,40 @@ static const DelqRoute routes[] = {
 	{P_SEGMENT, P_HEADERS, P_BODY_BYTES}},
 };
 
+/*
+ * The plans of the routes' SQL and of the token lookup, prepared at their
+ * first call and kept for the worker's life (SPI_keepplan): planning
+ * alone took about 30 us of a submit's 1.5 ms here (bench/http-plans.md).
+ * Keeping them across the role switches of become() is safe: privileges
+ * (EXECUTE on the route function, and everything it touches) are checked
+ * by the executor at each run as the current role, not when planning;
+ * nothing in these plans depends on the role (no row security; the route
+ * functions all have SET clauses, so none is inlined into the plan with
+ * the planning role's rights); and the plan cache plans again when a
+ * function they name is replaced or dropped (ALTER EXTENSION UPDATE) or
+ * the search_path differs, which the session pins (src/ingress.c).
+ */
+static SPIPlanPtr route_plans[lengthof(routes)];
+static SPIPlanPtr token_plan = NULL;
+
+/* The kept plan of sql in *plan, prepared now if it is not yet. */
+static SPIPlanPtr
+kept_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	p;
+
+	if (*plan != NULL)
+		return *plan;
+	p = SPI_prepare(sql, nargs, types);
+	if (p == NULL)
+		elog(ERROR, "delq http: could not prepare \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(p) != 0)
+		elog(ERROR, "delq http: could not keep the plan of \"%s\"", sql);
+	*plan = p;
+	return p;
+}
+
 /* The OpenAPI document, read once at start from the extension directory. */
 static char *openapi_doc = NULL;
 
@@ -277,8 +311,15 @@ status_of_error(int code)
 		case ERRCODE_T_R_DEADLOCK_DETECTED:
 			return 503;
 	}
+
+	/*
+	 * Class 54 (a body nested past the stack depth, a JSON value past its
+	 * size limit) comes of what the caller sent: 400, not a 500 that anyone
+	 * could make the server log at will.
+	 */
 	if (ERRCODE_TO_CATEGORY(code) == ERRCODE_DATA_EXCEPTION ||
-		ERRCODE_TO_CATEGORY(code) == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION)
+		ERRCODE_TO_CATEGORY(code) == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||
+		ERRCODE_TO_CATEGORY(code) == ERRCODE_PROGRAM_LIMIT_EXCEEDED)
 		return 400;
 	if (ERRCODE_TO_CATEGORY(code) == ERRCODE_INSUFFICIENT_RESOURCES)
 		return 503;
@@ -304,6 +345,9 @@ problem_from_error(DelqHttpCall *call, ErrorData *edata)
 		delq_http_add_header(call, "Retry-After", "1");
 	if (status == 401)
 		delq_http_add_header(call, "WWW-Authenticate", "Bearer realm=\"delq\"");
+	/* its hint speaks of the server's max_stack_depth, not of the body */
+	if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_PROGRAM_LIMIT_EXCEEDED)
+		edata->hint = pstrdup("Send a smaller, less deeply nested body.");
 	/* PostgreSQL's own input errors (bad JSON, uuid, timestamp) have none */
 	if (edata->hint == NULL && status == 400)
 		edata->hint = pstrdup("Send the values as GET /v1/openapi.json describes them.");
@@ -380,9 +424,11 @@ token_role(DelqHttpCall *call, DelqAuth auth)
 	if (token == NULL || token[0] == '\0')
 		return InvalidOid;
 	values[0] = CStringGetTextDatum(token);
-	if (SPI_execute_with_args("SELECT delq._api_token_role(pg_catalog.sha256("
-							  "pg_catalog.convert_to($1, 'UTF8')))",
-							  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT ||
+	if (SPI_execute_plan(kept_plan(&token_plan,
+								   "SELECT delq._api_token_role(pg_catalog.sha256("
+								   "pg_catalog.convert_to($1, 'UTF8')))",
+								   1, argtypes),
+						 values, NULL, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		return InvalidOid;
 	role = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -550,7 +596,9 @@ run_route(DelqHttpCall *call, const DelqRoute *r, const char *segment)
 			TupleDesc	td;
 			HeapTuple	tup;
 
-			if (SPI_execute_with_args(r->sql, nargs, types, values, nulls, false, 1) != SPI_OK_SELECT ||
+			SPIPlanPtr	plan = kept_plan(&route_plans[r - routes], r->sql, nargs, types);
+
+			if (SPI_execute_plan(plan, values, nulls, false, 1) != SPI_OK_SELECT ||
 				SPI_processed != 1)
 				elog(ERROR, "delq http: %s returned no row", r->pattern);
 			td = SPI_tuptable->tupdesc;

@@ -33,10 +33,26 @@ CREATE OR REPLACE VIEW delq.api_tokens AS
 SELECT t.name, t.role, t.created_at, t.last_used_at FROM delq.api_token t;
 GRANT SELECT ON delq.api_tokens TO delq_admin;
 
--- A new token for role, returned once.  The role must be able to use delq
--- (a member of delq_submitter or delq_metrics) and may not be a superuser
--- or delq_admin: the HTTP API has no admin routes, and a token is a bearer
--- secret that travels.
+-- Whether a role may hold an API token: NULL if it may, else why not
+-- ('admin', 'not_delq').  It must be able to use delq (a member of
+-- delq_submitter or delq_metrics) and may not be a superuser or delq_admin:
+-- the HTTP API has no admin routes, and a token is a bearer secret that
+-- travels.  Checked when a token is made and at every call with it (a role
+-- may be granted more later).
+CREATE OR REPLACE FUNCTION delq._api_token_problem(role oid)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN r.rolsuper OR pg_catalog.pg_has_role(r.oid, 'delq_admin', 'USAGE') THEN 'admin'
+                WHEN NOT (pg_catalog.pg_has_role(r.oid, 'delq_submitter', 'USAGE')
+                          OR pg_catalog.pg_has_role(r.oid, 'delq_metrics', 'USAGE')) THEN 'not_delq'
+           END
+      FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) _api_token_problem.role;
+$$;
+
+-- A new token for role, returned once (delq._api_token_problem says which
+-- roles may hold one).
 CREATE OR REPLACE FUNCTION delq.add_api_token(name text, role text)
 RETURNS text
 LANGUAGE plpgsql
@@ -55,11 +71,11 @@ BEGIN
             USING ERRCODE = 'undefined_object',
                   HINT = 'Create the role first, e.g. CREATE ROLE app NOLOGIN IN ROLE delq_submitter.';
     END IF;
-    IF r.rolsuper OR pg_has_role(r.oid, 'delq_admin', 'USAGE') THEN
+    IF delq._api_token_problem(r.oid) = 'admin' THEN
         PERFORM delq._invalid('role', format('%s may not hold an API token', quote_ident(r.rolname)),
                               'Give tokens to roles with delq_submitter, delq_operator or delq_metrics, never to superusers or delq_admin.');
     END IF;
-    IF NOT (pg_has_role(r.oid, 'delq_submitter', 'USAGE') OR pg_has_role(r.oid, 'delq_metrics', 'USAGE')) THEN
+    IF delq._api_token_problem(r.oid) = 'not_delq' THEN
         PERFORM delq._invalid('role', format('%s is not a delq role', quote_ident(r.rolname)),
                               'GRANT delq_submitter, delq_operator or delq_metrics to the role (with INHERIT) first.');
     END IF;
@@ -93,7 +109,8 @@ END
 $$;
 
 -- The role of the token whose SHA-256 is hash, or NULL (unknown token, or
--- a role that is gone or became a superuser).  Called by the HTTP worker
+-- a role that is gone or may no longer hold a token: became a superuser,
+-- was granted delq_admin, lost its delq roles).  Called by the HTTP worker
 -- before it takes that role; last_used_at is written at most once a minute.
 CREATE OR REPLACE FUNCTION delq._api_token_role(hash bytea)
 RETURNS text
@@ -105,7 +122,8 @@ DECLARE
 BEGIN
     SELECT * INTO t FROM delq.api_token x WHERE x.hash = _api_token_role.hash;
     IF t.name IS NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
-                                      WHERE r.rolname = t.role AND NOT r.rolsuper) THEN
+                                      WHERE r.rolname = t.role
+                                        AND delq._api_token_problem(r.oid) IS NULL) THEN
         RETURN NULL;
     END IF;
     IF t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute' THEN
@@ -117,8 +135,11 @@ $$;
 
 -- ---------------------------------------------------------------------
 -- Request bodies: a JSON object with known members (allowed; NULL: any)
--- of the right types.  SECURITY DEFINER only to raise through
--- delq._invalid(), which the roles the routes run as cannot call.
+-- of the right types.  SECURITY DEFINER to raise through delq._invalid(),
+-- which the roles the routes run as cannot call, and to keep a failing
+-- statement, which holds the body and so the subject, out of the server
+-- log (docs/security.md, "Personal data"): a route function called over
+-- SQL fails only in these, in delq.submit() or on an id.
 -- Class 22 errors, which src/api.c answers with 400.
 
 CREATE OR REPLACE FUNCTION delq.http_body(body text, allowed text[])
@@ -126,6 +147,7 @@ RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET log_min_error_statement = panic
 AS $$
 DECLARE
     doc jsonb;
@@ -134,7 +156,15 @@ BEGIN
     IF body IS NULL OR btrim(body, E' \t\r\n') = '' THEN
         RETURN '{}'::jsonb;
     END IF;
-    doc := body::jsonb;
+    BEGIN
+        doc := body::jsonb;
+    EXCEPTION WHEN invalid_text_representation THEN
+        -- the parser's own error has the body in its context, which the
+        -- server log would show for a call over SQL: not the subject
+        RAISE EXCEPTION 'body is not valid JSON (%)', SQLERRM
+            USING ERRCODE = 'invalid_text_representation',
+                  HINT = 'Send a JSON object such as {"subject": "...", "source": "..."}.';
+    END;
     IF jsonb_typeof(doc) <> 'object' THEN
         PERFORM delq._invalid('body', format('must be a JSON object, not %s', jsonb_typeof(doc)),
                               'Send an object such as {"subject": "...", "source": "..."}.');
@@ -150,24 +180,64 @@ END
 $$;
 
 -- Member key of doc as text: absent or null gives NULL; another JSON type
--- than want ('string', 'object', 'boolean') is an error.
+-- than want ('string', 'object', 'boolean') is an error.  want
+-- 'timestamptz' or 'interval': a string holding a value of that type,
+-- returned as its text (which casts back without error).
 CREATE OR REPLACE FUNCTION delq.http_member(doc jsonb, key text, want text)
 RETURNS text
-LANGUAGE plpgsql IMMUTABLE
+LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET log_min_error_statement = panic
 AS $$
 DECLARE
     t text := jsonb_typeof(doc -> key);
+    json_type text := CASE WHEN want IN ('timestamptz', 'interval') THEN 'string' ELSE want END;
 BEGIN
     IF t IS NULL OR t = 'null' THEN
         RETURN NULL;
     END IF;
-    IF t <> want THEN
-        PERFORM delq._invalid(key, format('must be a JSON %s, not %s', want, t),
-                              format('Send %s as a JSON %s.', key, want));
+    IF t <> json_type THEN
+        PERFORM delq._invalid(key, format('must be a JSON %s, not %s', json_type, t),
+                              format('Send %s as a JSON %s.', key, json_type));
     END IF;
-    RETURN CASE WHEN want = 'string' THEN doc ->> key ELSE (doc -> key)::text END;
+    RETURN CASE want WHEN 'string' THEN doc ->> key
+                     WHEN 'timestamptz' THEN ((doc ->> key)::timestamptz)::text
+                     WHEN 'interval' THEN ((doc ->> key)::interval)::text
+                     ELSE (doc -> key)::text END;
+END
+$$;
+
+-- The body of POST /v1/requests, its members checked and the
+-- Idempotency-Key header taken as external_id.  Apart from delq.submit()
+-- every error of a submit is raised here, where the failing statement
+-- (with the subject) stays out of the server log.
+CREATE OR REPLACE FUNCTION delq.http_submit_doc(body text, idempotency_key text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET log_min_error_statement = panic
+AS $$
+DECLARE
+    doc jsonb := delq.http_body(body, ARRAY['subject', 'source', 'reason', 'attributes',
+                                               'external_id', 'due_at']);
+    ext text := delq.http_member(doc, 'external_id', 'string');
+BEGIN
+    IF idempotency_key IS NOT NULL THEN
+        IF ext IS NOT NULL AND ext <> idempotency_key THEN
+            PERFORM delq._invalid('external_id', 'differs from the Idempotency-Key header',
+                                  'Send one of them, or the same value in both.');
+        END IF;
+        ext := idempotency_key;
+    END IF;
+    RETURN jsonb_build_object(
+        'subject', delq.http_member(doc, 'subject', 'string'),
+        'source', delq.http_member(doc, 'source', 'string'),
+        'reason', delq.http_member(doc, 'reason', 'string'),
+        'attributes', coalesce(delq.http_member(doc, 'attributes', 'object')::jsonb, '{}'),
+        'external_id', ext,
+        'due_at', delq.http_member(doc, 'due_at', 'timestamptz'));
 END
 $$;
 
@@ -227,25 +297,12 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    doc jsonb := delq.http_body(body, ARRAY['subject', 'source', 'reason', 'attributes',
-                                               'external_id', 'due_at']);
-    ext text := delq.http_member(doc, 'external_id', 'string');
+    doc jsonb := delq.http_submit_doc(body, idempotency_key);
     id uuid;
 BEGIN
-    IF idempotency_key IS NOT NULL THEN
-        IF ext IS NOT NULL AND ext <> idempotency_key THEN
-            RAISE EXCEPTION 'external_id differs from the Idempotency-Key header'
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Send one of them, or the same value in both.';
-        END IF;
-        ext := idempotency_key;
-    END IF;
-    id := delq.submit(delq.http_member(doc, 'subject', 'string'),
-                      delq.http_member(doc, 'source', 'string'),
-                      delq.http_member(doc, 'reason', 'string'),
-                      coalesce(delq.http_member(doc, 'attributes', 'object')::jsonb, '{}'),
-                      ext,
-                      delq.http_member(doc, 'due_at', 'string')::timestamptz);
+    id := delq.submit(doc ->> 'subject', doc ->> 'source', doc ->> 'reason',
+                      doc -> 'attributes', doc ->> 'external_id',
+                      (doc ->> 'due_at')::timestamptz);
     RETURN jsonb_build_object('created', delq.http_created(id),
                               'request', delq.http_request(id::text));
 END
@@ -322,7 +379,7 @@ AS $$
 DECLARE
     doc jsonb := delq.http_body(body, ARRAY['by', 'reason']);
 BEGIN
-    PERFORM delq.extend(id::uuid, delq.http_member(doc, 'by', 'string')::interval,
+    PERFORM delq.extend(id::uuid, delq.http_member(doc, 'by', 'interval')::interval,
                         delq.http_member(doc, 'reason', 'string'));
     RETURN delq.http_request(id);
 END
@@ -359,27 +416,30 @@ $$;
 
 -- POST /v1/confirm/{token}, run by the HTTP worker without an API token.
 -- A repeat answers {"changed": false}; a link of a rejected or archived
--- request is refused (55000); a forged link is unknown (42704).
+-- request is refused (55000); a forged link is unknown (42704), before its
+-- body is even parsed: nobody without a link makes the server do more.
 CREATE OR REPLACE FUNCTION delq._http_confirm(token text, body text)
 RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    doc jsonb := delq.http_body(body, ARRAY['outcome']);
-    outcome text := coalesce(delq.http_member(doc, 'outcome', 'string'), 'confirmed');
     wid text := substring(token from '^(.*)\.[^.]*$');
+    doc jsonb;
+    outcome text;
     d delq.delivery;
     changed boolean;
 BEGIN
-    IF outcome NOT IN ('confirmed', 'not_held') THEN
-        PERFORM delq._invalid('outcome', format('%s is not an outcome', quote_literal(outcome)),
-                              'Send "confirmed" (the data was erased) or "not_held" (there was none).');
-    END IF;
     IF wid IS NULL OR NOT delq._same_secret(token, delq._confirm_token(wid)) THEN
         RAISE EXCEPTION 'this confirmation link is not valid'
             USING ERRCODE = 'undefined_object',
                   HINT = 'Use the confirm_url of the webhook body exactly as received.';
+    END IF;
+    doc := delq.http_body(body, ARRAY['outcome']);
+    outcome := coalesce(delq.http_member(doc, 'outcome', 'string'), 'confirmed');
+    IF outcome NOT IN ('confirmed', 'not_held') THEN
+        PERFORM delq._invalid('outcome', format('%s is not an outcome', quote_literal(outcome)),
+                              'Send "confirmed" (the data was erased) or "not_held" (there was none).');
     END IF;
     SELECT * INTO d FROM delq.delivery dl WHERE dl.webhook_id = wid;
     IF d.id IS NULL THEN
@@ -758,6 +818,7 @@ $$;
 
 GRANT EXECUTE ON FUNCTION
     delq.http_body(text, text[]), delq.http_member(jsonb, text, text),
+    delq.http_submit_doc(text, text),
     delq.http_request(text), delq.http_created(uuid), delq.http_submit(text, text),
     delq.http_list(text, text, text, text)
     TO delq_submitter;

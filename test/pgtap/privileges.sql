@@ -55,7 +55,7 @@ INSERT INTO fn_spec VALUES
     ('ledger_checkpoint', 2), ('verify_ledger', 2),
     -- HTTP ingress (src/sql/88_http.sql)
     ('http_body', 1), ('http_member', 1), ('http_request', 1), ('http_created', 1),
-    ('http_submit', 1), ('http_list', 1),
+    ('http_submit', 1), ('http_submit_doc', 1), ('http_list', 1),
     ('http_approve', 2), ('http_reject', 2), ('http_extend', 2), ('http_receipt', 2),
     ('status_page', 2), ('html', 2), ('html_table', 2), ('metrics', 2),
     ('add_api_token', 3), ('drop_api_token', 3), ('add_hook', 3), ('drop_hook', 3),
