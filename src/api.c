@@ -722,6 +722,16 @@ delq_api_serve(DelqHttpCall *call)
 	if (!body_acceptable(call))
 		return;
 	run_route(call, found, segment);
+
+	/*
+	 * The status page escapes every value (delq.html); should one slip
+	 * through, the browser still runs no script, loads nothing and shows the
+	 * page in no frame of another site.
+	 */
+	if (strncmp(call->content_type, "text/html", 9) == 0)
+		delq_http_add_header(call, "Content-Security-Policy",
+							 "default-src 'none'; style-src 'unsafe-inline'; "
+							 "frame-ancestors 'none'; form-action 'none'; base-uri 'none'");
 	if (call->status == 200 && strcmp(found->pattern, "/metrics") == 0)
 		append_counters(&call->reply);
 }

@@ -9,6 +9,8 @@
 #       superuser) after the token was made, as add_api_token() refuses it;
 #     - while a call runs (held on a lock), pg_stat_activity shows its
 #       route, never its token, confirmation link or subject;
+#     - the status page carries a Content-Security-Policy (no script, no
+#       framing);
 #     - a body nested past the stack depth is a 400, and a forged
 #       confirmation link a 404 before its body is parsed, not a 500 that
 #       anyone could make the server log;
@@ -26,6 +28,7 @@ use DelqTest;
 use HTTP::Tiny;
 use IPC::Run ();
 use JSON::PP;
+use MIME::Base64 ();
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -98,6 +101,16 @@ cmp_ok($plans, '<', $calls, "the token lookup too ($plans plans for $calls calls
 is(call('GET', '/metrics', token => $op), 200, 'metrics: an operator may read them');
 is(call('GET', '/metrics', token => $app), 403, '... a submitter may not, with the same kept plan');
 is(call('GET', '/metrics', token => $op), 200, '... and the operator still may');
+
+# the status page may run no script and sit in no other site's frame
+{
+	my $page = $http->request('GET', "$base/",
+		{ headers => { Authorization => 'Basic ' . MIME::Base64::encode_base64("dpo:$op", '') } });
+	is($page->{status}, 200, 'the status page: 200 for an operator');
+	like($page->{headers}{'content-security-policy'} // '',
+		qr/default-src 'none'.*frame-ancestors 'none'/,
+		'... with a Content-Security-Policy that allows no script and no framing');
+}
 
 # ---------------------------------------------------------------------
 # A token's role granted more than a token may have
