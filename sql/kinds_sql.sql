@@ -82,12 +82,13 @@ GRANT k43_eraser TO k43_admin;
 -- Roles and functions that must be refused.
 CREATE ROLE k43_super SUPERUSER NOLOGIN;
 CREATE ROLE k43_creator CREATEROLE NOLOGIN;
+CREATE ROLE k43_files NOLOGIN IN ROLE pg_write_server_files;
 CREATE ROLE k43_operator NOLOGIN IN ROLE delq_operator;
 CREATE ROLE k43_writer NOLOGIN;
 GRANT USAGE ON SCHEMA delq TO k43_writer;
 GRANT INSERT ON delq.event TO k43_writer;
 CREATE ROLE k43_noexec NOLOGIN;
-GRANT k43_super, k43_creator, k43_operator, k43_writer, k43_noexec TO k43_admin;
+GRANT k43_super, k43_creator, k43_files, k43_operator, k43_writer, k43_noexec TO k43_admin;
 CREATE FUNCTION app43.wrong_arg(request text) RETURNS boolean LANGUAGE sql AS 'SELECT true';
 CREATE FUNCTION app43.wrong_result(request jsonb) RETURNS text LANGUAGE sql AS 'SELECT ''done''';
 CREATE FUNCTION app43.definer(request jsonb) RETURNS boolean LANGUAGE sql SECURITY DEFINER AS 'SELECT true';
@@ -98,6 +99,7 @@ GRANT USAGE ON SCHEMA app43 TO k43_admin, k43_admin2;
 SET ROLE k43_admin;
 SELECT regress.st($$SELECT delq.add_sql_destination('t43_x', 'app43.erase(jsonb)', 'k43_super')$$);
 SELECT regress.st($$SELECT delq.add_sql_destination('t43_x', 'app43.erase(jsonb)', 'k43_creator')$$);
+SELECT regress.st($$SELECT delq.add_sql_destination('t43_x', 'app43.erase(jsonb)', 'k43_files')$$);
 SELECT regress.st($$SELECT delq.add_sql_destination('t43_x', 'app43.erase(jsonb)', 'k43_operator')$$);
 SELECT regress.st($$SELECT delq.add_sql_destination('t43_x', 'app43.erase(jsonb)', 'k43_writer')$$);
 SELECT regress.st($$SELECT delq.add_sql_destination('t43_x', 'app43.erase(jsonb)', 'k43_noexec')$$);
@@ -174,6 +176,7 @@ SELECT kind, detail - 'next_attempt_at' AS detail FROM delq.event
 SELECT count(*) AS bob_rows FROM app43.orders WHERE email = 'bob.t43@example.com';
 SELECT count(*) AS calls_kept FROM app43.calls;
 SELECT name, consecutive_failures, last_failure FROM delq.destination_health WHERE name = 't43_sql';
+SELECT delq.confirm(:'r3', 't43_sql') AS settled;
 
 -- A permanent error: failed with its SQLSTATE; an operator sees it.
 SELECT delq.submit('dee.t43@example.com', 't43', attributes => '{"mode": "broken"}') AS r4 \gset
@@ -191,6 +194,8 @@ SELECT delq.submit('eve.t43@example.com', 't43', attributes => '{"mode": "slow"}
 CALL delq.dispatch_pass();
 SELECT state, last_error FROM delq.delivery WHERE request_id = :'r5';
 SELECT detail ->> 'error' AS error FROM delq.event WHERE request_id = :'r5' AND kind = 'retry_scheduled';
+-- settled by an operator, so that it is not called again in this file
+SELECT delq.confirm(:'r5', 't43_sql') AS settled;
 
 --
 -- The function cannot leave run_as, reach delq, or leave anything behind.

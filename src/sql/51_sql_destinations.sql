@@ -12,8 +12,10 @@
 -- (NULL, NULL) when nothing is: checked when a SQL destination is added or
 -- changed, and again before every call (a later GRANT or ALTER ROLE must
 -- not slip through).  run_as may not be a superuser, hold CREATEROLE (it
--- could grant itself a delq role), be a member of a delq role, or hold a
--- write privilege on a delq table; fn takes one jsonb and returns void,
+-- could grant itself a delq role), reach the server's files or programs
+-- (pg_read_server_files, pg_write_server_files, pg_execute_server_program:
+-- the data files and secrets underneath delq), be a member of a delq role,
+-- or hold a write privilege on a delq table; fn takes one jsonb and returns void,
 -- boolean, integer or bigint (the outcome, see _sql_outcome), is not
 -- delq's, and is not SECURITY DEFINER unless it already runs as run_as.
 CREATE OR REPLACE FUNCTION delq._sql_problem(fn oid, run_as oid, OUT code text, OUT problem text)
@@ -44,6 +46,10 @@ BEGIN
         code := '42501'; problem := format('role %s is a superuser', r.rolname);
     ELSIF r.rolcreaterole THEN
         code := '42501'; problem := format('role %s has CREATEROLE (it could grant itself a delq role)', r.rolname);
+    ELSIF pg_has_role(run_as, 'pg_execute_server_program', 'MEMBER')
+          OR pg_has_role(run_as, 'pg_write_server_files', 'MEMBER')
+          OR pg_has_role(run_as, 'pg_read_server_files', 'MEMBER') THEN
+        code := '42501'; problem := format('role %s may run programs or read or write files as the server (pg_*_server_*)', r.rolname);
     ELSIF p.prosecdef AND p.proowner <> run_as THEN
         code := '42501'; problem := format('%s is SECURITY DEFINER: it would run as %s, not as %s',
                                            fn::regprocedure, pg_get_userbyid(p.proowner), r.rolname);
