@@ -120,7 +120,7 @@ SELECT count(*) AS none_added FROM delq.destination WHERE name = 't43_x';
 
 SET ROLE k43_admin;
 SELECT delq.add_sql_destination('t43_sql', 'app43.erase(jsonb)', 'k43_eraser', max_attempts => 3,
-                                retry_base => '1 second');
+                                retry_base => '1 hour', retry_max => '1 hour');
 SELECT delq.add_route('t43_sql', '{"source": "t43"}') IS NOT NULL AS routed;
 RESET ROLE;
 SELECT name, kind, url, sql_function, run_as, timeout_ms, max_attempts
