@@ -338,6 +338,9 @@ BEGIN
         PERFORM delq._refresh_status(touched);
     END IF;
     DELETE FROM delq.destination t WHERE t.name = d.name;
+    IF d.kind = 'pull' THEN
+        PERFORM delq._revoke_consumer(d.consumer);  -- 52_pull.sql
+    END IF;
     PERFORM delq._log('destination_dropped', NULL, d.name,
                       jsonb_build_object('cancelled_deliveries', open_count));
 END

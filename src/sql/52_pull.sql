@@ -4,8 +4,8 @@
 -- with delq.ack() or delq.nack().  A taken delivery is 'sending', leased to
 -- the role that took it (delivery.leased_by, delq._caller() of
 -- 45_sources.sql) until lease_until;
--- an expired lease returns it to the queue, the attempt counted
--- (delq._requeue, 70_forwarding.sql).  Consumers get the role
+-- an expired lease is a failed attempt, as a nack is (delq._pull_failed,
+-- called by delq._requeue of 70_forwarding.sql).  Consumers get the role
 -- delq_consumer, which may call take, ack and nack and read delq.tasks,
 -- and act on the destinations whose consumer role they are members of.
 
@@ -48,6 +48,27 @@ BEGIN
                     WHERE m.roleid = 'delq_consumer'::regrole
                       AND m.member = consumer::regrole) THEN
         EXECUTE format('GRANT delq_consumer TO %I', consumer);
+    END IF;
+END
+$$;
+
+-- Take delq_consumer back from consumer when it consumes from no pull
+-- destination any more, if delq gave it (_grant_consumer: the grantor is
+-- delq's owner, the role these SECURITY DEFINER callers run as); a grant
+-- of someone else's stays.  Called after the destination row changed.
+CREATE OR REPLACE FUNCTION delq._revoke_consumer(consumer text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM delq.destination d
+                    WHERE d.kind = 'pull' AND d.consumer = _revoke_consumer.consumer)
+       AND EXISTS (SELECT FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member
+                    WHERE m.roleid = 'delq_consumer'::regrole AND r.rolname = consumer
+                      AND m.grantor = (SELECT o.oid FROM pg_roles o
+                                        WHERE o.rolname = current_user)) THEN
+        EXECUTE format('REVOKE delq_consumer FROM %I', consumer);
     END IF;
 END
 $$;
@@ -101,6 +122,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     d delq.destination := delq._destination(name, true);
+    old_consumer text := d.consumer;
     changed text[] := '{}'::text[];
 BEGIN
     IF d.kind <> 'pull' THEN
@@ -120,6 +142,9 @@ BEGIN
     END IF;
     UPDATE delq.destination t SET consumer = d.consumer, lease_ms = d.lease_ms, updated_at = now()
      WHERE t.name = d.name;
+    IF old_consumer <> d.consumer THEN
+        PERFORM delq._revoke_consumer(old_consumer);
+    END IF;
     PERFORM delq._log('destination_altered', NULL, d.name, jsonb_build_object('changed', changed));
 END
 $$;
@@ -262,6 +287,92 @@ BEGIN
 END
 $$;
 
+-- A failed attempt of taken pull deliveries: the consumer's nack (lapsed
+-- false: error, retry, by actor) or lapsed leases (lapsed true, by delq).
+-- The one rule for both: while retry and attempts are left (max_attempts,
+-- counted from the last delq.retry()), back to the queue, after the
+-- backoff for a nack, at once for a lapsed lease (its holder went away);
+-- else failed, and the request needs attention.  Then the destination's
+-- health (_breaker_record, 75_breaker.sql).  Lock order as _record():
+-- requests, deliveries, the state row.  Only deliveries still taken (and,
+-- for lapsed, still lapsed) change.  Returns how many changed.
+CREATE OR REPLACE FUNCTION delq._pull_failed(ids bigint[], lapsed boolean, error text,
+                                             retry boolean, actor text)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    base_ms double precision;
+    max_ms double precision;
+    default_attempts integer;
+    done bigint[];
+    outcomes text[];
+    touched uuid[];
+BEGIN
+    PERFORM delq._load();
+    base_ms := extract(epoch FROM delq._setting_interval('delq.retry_base')) * 1000;
+    max_ms := extract(epoch FROM delq._setting_interval('delq.retry_max')) * 1000;
+    default_attempts := current_setting('delq.max_attempts')::integer;
+    PERFORM delq._lock_requests_of(ids);
+
+    WITH o AS (
+        SELECT dl.id,
+               retry AND dl.attempts - dl.attempts_base
+                         < coalesce(t.max_attempts, default_attempts) AS again,
+               delq._backoff_ms(dl.attempts - dl.attempts_base,
+                                coalesce(t.retry_base_ms, base_ms),
+                                coalesce(t.retry_max_ms, max_ms), -1) AS delay_ms
+          FROM delq.delivery dl JOIN delq.destination t ON t.name = dl.destination
+         WHERE dl.id = ANY (ids) AND dl.state = 'sending' AND dl.leased_by IS NOT NULL
+           AND (NOT lapsed OR dl.lease_until < now())
+           FOR UPDATE OF dl
+    ), updated AS (
+        UPDATE delq.delivery dl
+           SET state = CASE WHEN o.again THEN 'queued' ELSE 'failed' END,
+               last_error = coalesce(error, 'lease expired'), lease_until = NULL,
+               next_attempt_at = CASE WHEN NOT o.again THEN dl.next_attempt_at
+                                      WHEN lapsed THEN now()
+                                      ELSE now() + make_interval(secs => o.delay_ms / 1000.0) END
+          FROM o
+         WHERE dl.id = o.id
+        RETURNING dl.id, dl.request_id, dl.destination, dl.state, dl.attempts, dl.next_attempt_at
+    ), logged AS (
+        INSERT INTO delq.event (kind, request_id, destination, detail, actor)
+        SELECT CASE WHEN u.state = 'failed' THEN 'failed'
+                    WHEN lapsed THEN 'requeued' ELSE 'retry_scheduled' END,
+               u.request_id, u.destination,
+               jsonb_strip_nulls(jsonb_build_object(
+                   'via', CASE WHEN NOT lapsed THEN 'delq.nack' END,
+                   'because', CASE WHEN lapsed THEN 'lease expired' END,
+                   'attempt', u.attempts,
+                   'error', CASE WHEN NOT lapsed
+                                 THEN delq._scrub_text(left(error, 200), p.subject) END,
+                   'next_attempt_at', CASE WHEN u.state = 'queued' AND NOT lapsed
+                                           THEN u.next_attempt_at END)),
+               CASE WHEN lapsed THEN 'delq' ELSE actor END
+          FROM updated u JOIN delq.pending p ON p.id = u.request_id
+         ORDER BY u.request_id
+        RETURNING 1
+    )
+    SELECT array_agg(u.id ORDER BY u.id),
+           array_agg(CASE u.state WHEN 'queued' THEN 'retry' ELSE 'failed' END ORDER BY u.id),
+           array_agg(DISTINCT u.request_id)
+      INTO done, outcomes, touched
+      FROM updated u;  -- logged runs anyway: a WITH that writes always does
+
+    IF done IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM delq._refresh_status(touched, CASE WHEN lapsed THEN 'delq' END);
+    PERFORM delq._breaker_record(done, outcomes,
+                                 array_fill(CASE WHEN lapsed THEN 'lease expired' ELSE 'nack' END,
+                                            ARRAY[cardinality(done)]),
+                                 array_fill(false, ARRAY[cardinality(done)]));
+    RETURN cardinality(done);
+END
+$$;
+
 -- The consumer erased the data (not_held false), or found none (true).
 -- note (optional, e.g. what a person removed) goes into the event with
 -- any copy of the subject replaced.  An ack after the lease expired is
@@ -277,29 +388,35 @@ SET log_min_error_statement = panic
 AS $$
 DECLARE
     dl delq.delivery;
+    outcome text := CASE WHEN not_held THEN 'not_held' ELSE 'confirmed' END;
 BEGIN
     PERFORM delq._not_null('not_held', not_held);
     PERFORM delq._check_text('note', note, 1000, false, true);
+    PERFORM delq._load();
     dl := delq._taken(webhook_id);
     IF delq._delivery_done(dl.state) THEN
         RETURN false;
     END IF;
     PERFORM delq._check_lease(dl, 'ack', true);
 
-    RETURN delq._confirm_delivery(
-        dl, CASE WHEN not_held THEN 'not_held' ELSE 'confirmed' END, 'delq.ack',
+    PERFORM delq._confirm_delivery(
+        dl, outcome, 'delq.ack',
         jsonb_strip_nulls(jsonb_build_object(
             'attempt', dl.attempts,
             'late', CASE WHEN dl.state = 'queued' OR dl.lease_until < now() THEN true END,
             'note', delq._scrub_text(note, (SELECT p.subject FROM delq.pending p
                                             WHERE p.id = dl.request_id)))),
         delq._caller());
+    -- the destination's health, as a webhook's success (75_breaker.sql)
+    PERFORM delq._breaker_record(ARRAY[dl.id], ARRAY[outcome], ARRAY[''], ARRAY[false]);
+    RETURN true;
 END
 $$;
 
 -- The consumer could not erase: retry (the default) puts the delivery
 -- back in the queue after the destination's backoff, while attempts are
--- left; else, or when retry is false, it fails and an operator acts.
+-- left; else, or when retry is false, it fails and an operator acts
+-- (delq._pull_failed).
 -- error is kept in delivery.last_error; the event gets it without the
 -- subject.  Returns the delivery's new state ('queued' or 'failed').
 CREATE OR REPLACE FUNCTION delq.nack(webhook_id text, error text, retry boolean DEFAULT true)
@@ -311,13 +428,9 @@ SET log_min_error_statement = panic
 AS $$
 DECLARE
     dl delq.delivery;
-    d delq.destination;
-    new_state text;
-    delay_ms double precision;
 BEGIN
     PERFORM delq._check_text('error', error, 1000, true, true);
     PERFORM delq._not_null('retry', retry);
-    PERFORM delq._load();
     dl := delq._taken(webhook_id);
     IF delq._delivery_done(dl.state) THEN
         RAISE EXCEPTION 'delivery % is %', quote_literal(dl.webhook_id), dl.state
@@ -326,34 +439,8 @@ BEGIN
     END IF;
     PERFORM delq._check_lease(dl, 'nack', false);
 
-    d := delq._destination(dl.destination, false);
-    IF retry AND dl.attempts - dl.attempts_base
-                 < coalesce(d.max_attempts, current_setting('delq.max_attempts')::integer) THEN
-        new_state := 'queued';
-        delay_ms := delq._backoff_ms(dl.attempts - dl.attempts_base,
-                                     coalesce(d.retry_base_ms, extract(epoch FROM delq._setting_interval('delq.retry_base')) * 1000),
-                                     coalesce(d.retry_max_ms, extract(epoch FROM delq._setting_interval('delq.retry_max')) * 1000),
-                                     -1);
-    ELSE
-        new_state := 'failed';
-    END IF;
-    UPDATE delq.delivery x
-       SET state = new_state, last_error = error, lease_until = NULL,
-           next_attempt_at = CASE WHEN new_state = 'queued'
-                                  THEN now() + make_interval(secs => delay_ms / 1000.0)
-                                  ELSE x.next_attempt_at END
-     WHERE x.id = dl.id
-    RETURNING * INTO dl;
-    PERFORM delq._log(CASE new_state WHEN 'queued' THEN 'retry_scheduled' ELSE 'failed' END,
-                      dl.request_id, dl.destination,
-                      jsonb_strip_nulls(jsonb_build_object(
-                          'via', 'delq.nack', 'attempt', dl.attempts,
-                          'error', delq._scrub_text(left(error, 200), (SELECT p.subject FROM delq.pending p
-                                                                       WHERE p.id = dl.request_id)),
-                          'next_attempt_at', CASE WHEN new_state = 'queued' THEN dl.next_attempt_at END)),
-                      delq._caller());
-    PERFORM delq._refresh_status(ARRAY[dl.request_id]);
-    RETURN new_state;
+    PERFORM delq._pull_failed(ARRAY[dl.id], false, error, retry, delq._caller());
+    RETURN (SELECT x.state FROM delq.delivery x WHERE x.id = dl.id);
 END
 $$;
 

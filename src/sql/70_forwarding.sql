@@ -304,36 +304,50 @@ AS $$
     SELECT delq._requeue(all_sending, NULL);
 $$;
 
--- The 'sending' deliveries whose lease expired go back to the queue, the
--- attempt counted, of one destination or (NULL) all; with all_sending
--- also every other claim of the worker or dispatch() (at worker start:
--- its claims died with it), but never what a pull consumer took
--- (leased_by set): that lease is the consumer's, whatever the worker does.
+-- The worker's or dispatch()'s claims whose lease expired go back to the
+-- queue, the attempt counted, of one destination or (NULL) all; with
+-- all_sending every claim of theirs (at worker start: its claims died with
+-- it).  What a pull consumer took (leased_by set) is the consumer's,
+-- whatever the worker does: only its lapsed lease counts, as a failed
+-- attempt (delq._pull_failed, 52_pull.sql: requeued while attempts are
+-- left, else failed).
 CREATE OR REPLACE FUNCTION delq._requeue(all_sending boolean, only_destination text)
 RETURNS integer
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    n integer;
+    lapsed bigint[];
+BEGIN
     WITH requeued AS (
         UPDATE delq.delivery dl
            SET state = 'queued', next_attempt_at = now(), lease_until = NULL
-         WHERE dl.state = 'sending'
+         WHERE dl.state = 'sending' AND dl.leased_by IS NULL
            AND (only_destination IS NULL OR dl.destination = only_destination)
-           AND (dl.lease_until < now() OR (all_sending AND dl.leased_by IS NULL))
-        RETURNING dl.request_id, dl.destination, dl.attempts, dl.leased_by
+           AND (dl.lease_until < now() OR all_sending)
+        RETURNING dl.request_id, dl.destination, dl.attempts
     ), logged AS (
         INSERT INTO delq.event (kind, request_id, destination, detail, actor)
         SELECT 'requeued', q.request_id, q.destination,
                jsonb_build_object('attempt', q.attempts,
-                                  'because', CASE WHEN all_sending AND q.leased_by IS NULL
-                                                  THEN 'worker restarted'
+                                  'because', CASE WHEN all_sending THEN 'worker restarted'
                                                   ELSE 'lease expired' END),
                'delq'
           FROM requeued q
          ORDER BY q.request_id
         RETURNING 1
     )
-    SELECT count(*)::integer FROM logged;
+    SELECT count(*)::integer INTO n FROM logged;
+
+    SELECT array_agg(dl.id ORDER BY dl.id) INTO lapsed FROM delq.delivery dl
+     WHERE dl.state = 'sending' AND dl.leased_by IS NOT NULL AND dl.lease_until < now()
+       AND (only_destination IS NULL OR dl.destination = only_destination);
+    IF lapsed IS NOT NULL THEN
+        n := n + delq._pull_failed(lapsed, true, NULL, true, NULL);
+    END IF;
+    RETURN n;
+END
 $$;
 
 -- When the next piece of work the worker could act on falls due: a retry

@@ -72,8 +72,11 @@ END
 $$;
 
 -- Health and breaker after a batch of outcomes (from delq._record(), after
--- the requests' events).  Destinations dropped meanwhile are left out: their
--- answers are ignored (docs/sql-api.md, drop_destination).
+-- the requests' events; from a pull consumer's ack, nack or lapsed lease,
+-- delq._pull_failed in 52_pull.sql).  Destinations dropped meanwhile are
+-- left out: their answers are ignored (docs/sql-api.md, drop_destination).
+-- Pull destinations get health only: nothing is sent to them, so there is
+-- nothing for a breaker to hold back (docs/pull.md#health-and-attempts).
 CREATE OR REPLACE FUNCTION delq._breaker_record(ids bigint[], outcomes text[],
                                                 error_classes text[], gone boolean[])
 RETURNS void
@@ -87,7 +90,7 @@ DECLARE
     s delq.destination_state;
 BEGIN
     FOR g IN
-        SELECT dl.destination,
+        SELECT dl.destination, d.kind = 'pull' AS pull,
                bool_or(delq._delivery_done(o.outcome)) AS success,
                count(*) FILTER (WHERE NOT delq._delivery_done(o.outcome))::integer AS failures,
                coalesce(bool_or(o.gone AND NOT delq._delivery_done(o.outcome)), false) AS gone,
@@ -105,7 +108,7 @@ BEGIN
           JOIN delq.delivery dl ON dl.id = o.id
           JOIN delq.destination d ON d.name = dl.destination
           LEFT JOIN delq.destination_state st ON st.name = dl.destination
-         GROUP BY dl.destination
+         GROUP BY dl.destination, d.kind
          ORDER BY dl.destination
     LOOP
         INSERT INTO delq.destination_state (name) VALUES (g.destination)
@@ -136,7 +139,9 @@ BEGIN
                last_failure_at = now(), last_failure = g.last_failure
          WHERE t.name = s.name
         RETURNING * INTO s;
-        IF s.breaker_until IS NULL THEN
+        IF g.pull THEN
+            CONTINUE;
+        ELSIF s.breaker_until IS NULL THEN
             IF g.gone OR s.consecutive_failures >= threshold THEN
                 PERFORM delq._breaker_open(s, CASE WHEN g.gone THEN '410 Gone'
                                                    ELSE 'consecutive failures' END);
