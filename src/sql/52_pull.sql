@@ -258,7 +258,10 @@ $$;
 
 -- Refuse an answer for a delivery that is no longer the caller's to
 -- answer: someone else took it after the caller's lease expired, or it is
--- final, or an operator must act on it first.
+-- final, or an operator must act on it first.  A late ack is accepted
+-- while nobody else took the delivery since: also when the caller's lease
+-- expired on the last attempt and failed it (_pull_failed), which its
+-- latest event says.
 CREATE OR REPLACE FUNCTION delq._check_lease(dl delq.delivery, action text, queued_ok boolean)
 RETURNS void
 LANGUAGE plpgsql
@@ -277,6 +280,13 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = 'Its lease expired and it went back to the queue.',
                   HINT = 'Take it again with delq.take().';
+    END IF;
+    IF dl.state = 'failed' AND queued_ok AND dl.leased_by IS NOT DISTINCT FROM delq._caller()
+       AND (SELECT e.kind = 'failed' AND e.detail ->> 'because' = 'lease expired'
+              FROM delq.event e  -- event_request_idx
+             WHERE e.request_id = dl.request_id AND e.destination = dl.destination
+             ORDER BY e.id DESC LIMIT 1) THEN
+        RETURN;
     END IF;
     IF dl.state IN ('cancelled', 'failed', 'awaiting_confirmation') THEN
         RAISE EXCEPTION 'delivery % is %', quote_literal(dl.webhook_id), dl.state
@@ -403,7 +413,7 @@ BEGIN
         dl, outcome, 'delq.ack',
         jsonb_strip_nulls(jsonb_build_object(
             'attempt', dl.attempts,
-            'late', CASE WHEN dl.state = 'queued' OR dl.lease_until < now() THEN true END,
+            'late', CASE WHEN dl.state IN ('queued', 'failed') OR dl.lease_until < now() THEN true END,
             'note', delq._scrub_text(note, (SELECT p.subject FROM delq.pending p
                                             WHERE p.id = dl.request_id)))),
         delq._caller());
