@@ -474,7 +474,7 @@ $$;
 -- customers/data_request and other topics are acknowledged and ignored.
 -- mapping may set "source" (default the hook name) and "reason".
 --
--- A replay (same webhook-id or X-Shopify-Webhook-Id, the external_id of
+-- A replay (same webhook-id, or X-Shopify-Event-Id, the external_id of
 -- the submit) returns the first request and creates nothing.
 
 CREATE TABLE IF NOT EXISTS delq.hook (
@@ -662,7 +662,12 @@ BEGIN
         coalesce(h.mapping ->> 'source', replace(h.name, '_', '-')),
         coalesce(h.mapping ->> 'reason', topic, 'webhook'),
         attrs,
-        coalesce(headers ->> 'x-shopify-webhook-id', headers ->> 'webhook-id'));
+        -- the replay key: Shopify marks duplicates of one event with the
+        -- same X-Shopify-Event-Id (older deliveries: X-Shopify-Webhook-Id);
+        -- a Standard Webhooks sender signs its webhook-id
+        CASE WHEN h.kind = 'shopify'
+             THEN coalesce(headers ->> 'x-shopify-event-id', headers ->> 'x-shopify-webhook-id')
+             ELSE headers ->> 'webhook-id' END);
     RETURN jsonb_build_object('created', delq.http_created(id),
                               'request', delq.http_request(id::text));
 END

@@ -460,7 +460,8 @@ sub shopify_post
 	return curl('POST', '/v1/hooks/shopify', body => $body,
 		headers => [ "X-Shopify-Topic: $topic", "X-Shopify-Hmac-Sha256: $hmac",
 			'X-Shopify-Shop-Domain: {shop}.myshopify.com',
-			'X-Shopify-Webhook-Id: ' . ($o{id} // 'b54557e4-bdd9-4b37-8a5f-bf7d70bcd043') ]);
+			'X-Shopify-Webhook-Id: ' . ($o{id} // 'b54557e4-bdd9-4b37-8a5f-bf7d70bcd043'),
+			($o{event} ? ("X-Shopify-Event-Id: $o{event}") : ()) ]);
 }
 $before = sql($counts);
 is(shopify_post('customers/redact', hmac => encode_base64('x' x 32, ''))->{code}, 401,
@@ -475,6 +476,15 @@ is(sql("SELECT subject || '|' || source || '|' || (attributes->>'topic') || '|' 
 	'... for the customer, with the shop and orders as attributes');
 $r = shopify_post('customers/redact', id => 'shopify-1');
 ok($r->{code} == 200 && $r->{json}{id} eq $sid, 'the same X-Shopify-Webhook-Id again: 200, no second request');
+# https://shopify.dev/apps/build/webhooks/ignore-duplicates: the same
+# X-Shopify-Event-Id on more than one delivery marks a duplicate, whatever
+# their X-Shopify-Webhook-Id.
+$r = shopify_post('customers/redact', id => 'shopify-4', event => 'ev-4711');
+is($r->{code}, 201, 'shopify with an X-Shopify-Event-Id files a request');
+my $ev_sid = $r->{json}{id};
+$r = shopify_post('customers/redact', id => 'shopify-5', event => 'ev-4711');
+ok($r->{code} == 200 && $r->{json}{id} eq $ev_sid,
+	'the same X-Shopify-Event-Id under another X-Shopify-Webhook-Id: 200, no second request');
 $r = shopify_post('shop/redact', id => 'shopify-2');
 is($r->{code}, 201, 'shopify shop/redact files a request');
 is(sql("SELECT subject FROM delq.pending WHERE id = '$r->{json}{id}'"), '{shop}.myshopify.com',
